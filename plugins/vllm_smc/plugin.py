@@ -1,0 +1,16 @@
+"""The vLLM adapter's specplug plugin: what it offers on vLLM, with honest status."""
+
+from __future__ import annotations
+
+from specplug.core.hookspecs import hookimpl
+from specplug.core.types import MethodInfo, PluginInfo
+
+
+@hookimpl
+def specplug_plugin_info() -> PluginInfo:
+    return PluginInfo(
+        name="vllm_smc",
+        engine="vllm",
+        methods=(MethodInfo("smc", "method", "planned", "SMC-SD: N draft particles, importance weights, resampling"),),
+        summary="vLLM adapter (vllm.general_plugins bootstrap; custom_class proposer + scheduler_cls)",
+    )

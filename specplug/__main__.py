@@ -1,0 +1,3 @@
+from specplug.cli import main
+
+raise SystemExit(main())

