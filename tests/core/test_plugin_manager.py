@@ -121,3 +121,19 @@ def test_shared_manager_is_built_once() -> None:
         assert get_plugin_manager() is get_plugin_manager()
     finally:
         reset_plugin_manager()
+
+
+def test_core_provides_the_standard_methods_with_validated_settings() -> None:
+    from specplug.core.errors import ConfigError
+
+    pm = create_plugin_manager(load_entry_points=False)
+    assert {m.name for m in pm.methods("verifier")} == {"greedy", "greedy_tree", "rejection"}
+    assert {m.name for m in pm.methods("proposer")} == {"ngram", "draft_model"}
+    assert pm.make_proposer("ngram", {"num_speculative_tokens": 3}).k == 3
+    assert pm.make_verifier("rejection", {"temperature": 0.5}).temperature == 0.5
+    with pytest.raises(ConfigError, match="num_speculative_tokenz"):
+        pm.make_proposer("ngram", {"num_speculative_tokenz": 3})
+    with pytest.raises(ConfigError, match="prompt_lookup_max=1"):
+        pm.make_proposer("ngram", {"prompt_lookup_min": 2, "prompt_lookup_max": 1})
+    with pytest.raises(ConfigError, match="model=None"):
+        pm.make_proposer("draft_model", {})

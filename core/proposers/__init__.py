@@ -1,0 +1,1 @@
+"""Proposers: draft tokens for a batch of sequences."""
