@@ -25,7 +25,9 @@ from specplug.core.verifiers.rejection import RejectionSamplingVerifier
 class GenerationStats:
     """Counts that define the speculative metrics. One target forward per step (the first includes the prompt)."""
 
-    target_forwards: int = 0
+
+    target_forwards: int = 0  # batched forward passes
+    row_forwards: int = 0  # forward passes summed over the rows they served (AR: one per output token)
     proposed: int = 0
     accepted: int = 0
     output_tokens: int = 0
@@ -44,13 +46,17 @@ class GenerationStats:
 
     @property
     def target_forwards_per_token(self) -> float:
-        return self.target_forwards / self.output_tokens if self.output_tokens else 0.0
+        """Target forwards each sequence needed per token it produced: 1.0 for autoregressive decoding."""
+        return self.row_forwards / self.output_tokens if self.output_tokens else 0.0
 
 
 @dataclass
 class GenerationResult:
     tokens: list[list[int]]
     stats: GenerationStats
+    first_token_s: list[float]  # per row, seconds from the start of generate()
+    finish_s: list[float]
+    forwards: list[int]  # per row, target forwards it took part in
 
 
 class ReferenceRunner:
@@ -89,6 +95,7 @@ class ReferenceRunner:
         outputs: list[list[int]] = [[] for _ in prompts]
         done = [max_new_tokens <= 0] * batch
         stats = GenerationStats()
+        first_at, finish_at, forwards = [0.0] * batch, [0.0] * batch, [0] * batch
         start = time.perf_counter()
 
         while not all(done):
@@ -101,6 +108,7 @@ class ReferenceRunner:
                 feeds[row] = feeds[row] + draft.tokens[row, : counts[row]].tolist() if active[row] else []
             logits = cache.extend(feeds)
             stats.target_forwards += 1
+            stats.row_forwards += sum(active)
             index = (torch.tensor(offsets).clamp_min(0).unsqueeze(1) + torch.arange(draft.max_tokens + 1)).clamp_max(
                 logits.shape[1] - 1
             )
@@ -109,6 +117,12 @@ class ReferenceRunner:
                 verifier=verifier, draft=draft, target_logits=target_logits, options={"generator": generator}
             )
             self._commit(result, draft, active, committed, outputs, done, max_new_tokens, stats)
+            now = time.perf_counter() - start
+            for row, was_active in enumerate(active):
+                if was_active:
+                    forwards[row] += 1
+                    first_at[row] = first_at[row] or now
+                    finish_at[row] = now
             self.pm.hook.specplug_on_step(
                 outcome=StepOutcome(
                     request_ids=[i for i, a in zip(ids, active, strict=True) if a],
@@ -117,7 +131,7 @@ class ReferenceRunner:
                 )
             )
         stats.wall_s = time.perf_counter() - start
-        return GenerationResult(tokens=outputs, stats=stats)
+        return GenerationResult(outputs, stats, first_at, finish_at, forwards)
 
     def _draft(
         self, proposer: Proposer | None, committed: list[list[int]], active: list[bool], remaining: list[int]

@@ -1,0 +1,79 @@
+"""Per-request records from any engine, and the metrics computed from them the same way for every arm."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class RequestRecord:
+    index: int  # position in the workload
+    output_token_ids: list[int]
+    ttft_s: float
+    e2e_s: float
+    forwards: int  # target forward passes this request took part in (steps in which it received tokens)
+
+
+@dataclass
+class ArmRun:
+    """One arm at one concurrency: what the engine produced, plus its speculative counters."""
+
+    arm: str
+    concurrency: int
+    requests: list[RequestRecord]
+    wall_s: float
+    num_drafts: int = 0
+    num_draft_tokens: int = 0
+    num_accepted_tokens: int = 0
+    accepted_per_draft: list[int] = field(default_factory=list)  # histogram source, where the engine gives it
+    error: str | None = None
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def summarize(run: ArmRun, reference: ArmRun | None) -> dict:
+    """Metrics with the stable key names of results.json. `reference` is the `ar` arm at the same concurrency."""
+    if run.error is not None:
+        return {"arm": run.arm, "concurrency": run.concurrency, "error": run.error}
+    tokens = sum(len(r.output_token_ids) for r in run.requests)
+    tpots = [(r.e2e_s - r.ttft_s) / (len(r.output_token_ids) - 1) for r in run.requests if len(r.output_token_ids) > 1]
+    e2e = [r.e2e_s for r in run.requests]
+    speculative = run.num_drafts > 0 or run.num_draft_tokens > 0
+    out = {
+        "arm": run.arm,
+        "concurrency": run.concurrency,
+        "num_requests": len(run.requests),
+        "output_tokens": tokens,
+        "wall_s": run.wall_s,
+        "output_tokens_per_s": tokens / run.wall_s if run.wall_s > 0 else None,
+        "ttft_ms": 1000 * float(np.mean([r.ttft_s for r in run.requests])),
+        "tpot_ms": 1000 * float(np.mean(tpots)) if tpots else None,
+        "e2e_latency_ms": {f"p{q}": 1000 * _pct(e2e, q) for q in (50, 90, 99)},
+        "mean_accepted_length": 1 + run.num_accepted_tokens / run.num_drafts if run.num_drafts else 1.0,
+        "acceptance_rate": run.num_accepted_tokens / run.num_draft_tokens if speculative else None,
+        "target_forwards_per_token": sum(r.forwards for r in run.requests) / tokens if tokens else None,
+        "num_drafts": run.num_drafts,
+        "num_draft_tokens": run.num_draft_tokens,
+        "num_accepted_tokens": run.num_accepted_tokens,
+        "exact_match": None,
+        "accuracy": None,
+    }
+    if reference is not None and reference.error is None:
+        ref = {r.index: r.output_token_ids for r in reference.requests}
+        same = [r.output_token_ids == ref.get(r.index) for r in run.requests]
+        out["exact_match"] = sum(same) / len(same) if same else None
+        out["first_divergence"] = {
+            r.index: _first_diff(r.output_token_ids, ref[r.index]) for r, ok in zip(run.requests, same) if not ok
+        }
+    return out
+
+
+def _first_diff(a: list[int], b: list[int]) -> int:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return min(len(a), len(b))

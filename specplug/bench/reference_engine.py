@@ -1,0 +1,65 @@
+"""The reference engine for `specplug bench`: the core's transformers runner, in this process.
+
+Batches of `concurrency` prompts run together (static batching); useful to compare methods on a real model
+without an engine, and the oracle for exact-match checks. Speed figures here are not an engine's speed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from specplug.bench.arms import Arm
+from specplug.bench.measure import ArmRun, RequestRecord
+from specplug.bench.workload import Workload
+
+
+def _proposer(arm: Arm, target, model_path: Path):
+    if arm.kind == "ar":
+        return None
+    if arm.kind == "ngram":
+        from specplug.core.proposers.ngram import NgramProposer
+
+        o = arm.options
+        return NgramProposer(o["k"], o["min"], o["max"])
+    if arm.kind == "draft_model":
+        from specplug.core.assets import resolve_model
+        from specplug.core.proposers.draft_model import DraftModelProposer
+        from specplug.core.reference.models import load_causal_lm
+
+        o = arm.options
+        source = model_path if o["model"] == "target" else resolve_model(o["model"])
+        return DraftModelProposer(load_causal_lm(source, num_layers=o["layers"]), o["k"])
+    raise ValueError(f"the reference engine has no arm kind {arm.kind}")
+
+
+def run_arm(arm: Arm, model_path: Path, workload: Workload, concurrencies: list[int], max_tokens: int) -> list[ArmRun]:
+    from specplug.core.reference.models import load_causal_lm
+    from specplug.core.reference.runner import ReferenceRunner
+
+    target = load_causal_lm(model_path)
+    runner = ReferenceRunner(target, eos_token_ids=workload.eos_token_ids)
+    proposer = _proposer(arm, target, model_path)
+    runner.generate(workload.warmup, min(max_tokens, 8), proposer=proposer)  # warm-up, not measured
+    runs = []
+    for conc in concurrencies:
+        records: list[RequestRecord] = []
+        drafts = draft_tokens = accepted = 0
+        hist: list[int] = []
+        start = time.perf_counter()
+        for first in range(0, len(workload.prompts), conc):
+            batch = workload.prompts[first : first + conc]
+            got = runner.generate(batch, max_tokens, proposer=proposer)
+            for i, tokens in enumerate(got.tokens):
+                records.append(
+                    RequestRecord(
+                        first + i, tokens, got.first_token_s[i], got.finish_s[i], got.forwards[i]
+                    )
+                )
+            drafts += len(got.stats.accepted_per_step)
+            draft_tokens += got.stats.proposed
+            accepted += got.stats.accepted
+            hist.extend(got.stats.accepted_per_step)
+        wall = time.perf_counter() - start
+        runs.append(ArmRun(arm.label, conc, records, wall, drafts, draft_tokens, accepted, hist))
+    return runs

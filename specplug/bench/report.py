@@ -1,0 +1,109 @@
+"""results.json (versioned schema), report.md and plots for one `specplug bench` run."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+BUILTIN_KINDS = {"ngram", "draft_model"}  # the engines' own speculative methods
+
+
+def add_ratios(records: list[dict], kinds: dict[str, str]) -> None:
+    """Throughput ratios within the same round and concurrency: vs `ar`, and vs the best built-in arm."""
+    groups: dict[tuple, list[dict]] = {}
+    for rec in records:
+        groups.setdefault((rec["round"], rec["concurrency"]), []).append(rec)
+    for group in groups.values():
+        ok = [r for r in group if r.get("output_tokens_per_s")]
+        ar = next((r for r in ok if kinds[r["arm"]] == "ar"), None)
+        builtin = [r for r in ok if kinds[r["arm"]] in BUILTIN_KINDS]
+        best = max(builtin, key=lambda r: r["output_tokens_per_s"], default=None)
+        for rec in ok:
+            rec["speedup_vs_ar"] = rec["output_tokens_per_s"] / ar["output_tokens_per_s"] if ar else None
+            rec["speedup_vs_best_builtin"] = (
+                rec["output_tokens_per_s"] / best["output_tokens_per_s"] if best else None
+            )
+            rec["best_builtin_arm"] = best["arm"] if best else None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _fmt(value, spec: str = ".2f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        f"# specplug bench — {results['engine']} / {results['model']} / {results['dataset']}",
+        "",
+        f"Command: `{results['command']}`",
+        "",
+        f"Engine: {results['engine_version']}; settings shared by every arm: `{json.dumps(results['engine_settings'])}`",
+        f"Prompts: {results['num_prompts']} from {results['dataset']} (token digest {results['prompt_digest']}), "
+        f"max {results['max_tokens']} new tokens, greedy; warm-up excluded; rounds: {results['rounds']}.",
+        "",
+        "| round | conc | arm | out tok/s | × ar | × best built-in | TTFT ms | TPOT ms | p50 e2e ms "
+        "| mean acc. len | acc. rate | fwd/token | exact match vs ar |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["records"]:
+        if "error" in r:
+            lines.append(f"| {r['round']} | {r['concurrency']} | {r['arm']} | FAILED: {r['error'][:80]} |")
+            continue
+        lines.append(
+            f"| {r['round']} | {r['concurrency']} | {r['arm']} | {_fmt(r['output_tokens_per_s'], '.1f')} "
+            f"| {_fmt(r.get('speedup_vs_ar'))} | {_fmt(r.get('speedup_vs_best_builtin'))} | {_fmt(r['ttft_ms'], '.0f')} "
+            f"| {_fmt(r['tpot_ms'], '.1f')} | {_fmt(r['e2e_latency_ms']['p50'], '.0f')} "
+            f"| {_fmt(r['mean_accepted_length'])} | {_fmt(r['acceptance_rate'])} "
+            f"| {_fmt(r['target_forwards_per_token'], '.3f')} | {_fmt(r['exact_match'])} |"
+        )
+    lines += [
+        "",
+        "Ratios are within one run (same round, same concurrency). Absolute times on shared CPUs are noise; "
+        "exact match is the fraction of prompts whose greedy output equals the `ar` arm's token for token.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plots(results: dict, out: Path) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    ok = [r for r in results["records"] if "error" not in r]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arm in dict.fromkeys(r["arm"] for r in ok):
+        pts = sorted((r["concurrency"], r["output_tokens_per_s"]) for r in ok if r["arm"] == arm and r["round"] == 0)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=arm)
+    ax.set_xlabel("concurrency")
+    ax.set_ylabel("output tokens/s")
+    ax.set_title(f"{results['engine']} — {results['dataset']}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "throughput.png", dpi=100)
+    plt.close(fig)
+    made = ["throughput.png"]
+    hist = {r["arm"]: r["accepted_per_draft"] for r in ok if r.get("accepted_per_draft")}
+    if hist:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for arm, values in hist.items():
+            ax.hist(values, bins=range(max(values) + 2), alpha=0.5, label=arm, align="left")
+        ax.set_xlabel("draft tokens accepted per step")
+        ax.set_ylabel("count")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "accepted_length_hist.png", dpi=100)
+        plt.close(fig)
+        made.append("accepted_length_hist.png")
+    return made

@@ -1,0 +1,80 @@
+"""vLLM engine for `specplug bench`: one engine subprocess per arm, identical engine settings in every arm.
+
+On vLLM every arm runs on the V1 model runner with synchronous scheduling — the runner the plugin arms
+(`custom_class`) are forced onto — so a comparison measures the method, not the runner.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from specplug.bench.arms import Arm
+from specplug.bench.measure import ArmRun, RequestRecord
+from specplug.bench.workload import Workload
+
+ENGINE_ENV = {"VLLM_USE_V2_MODEL_RUNNER": "0", "VLLM_CPU_KVCACHE_SPACE": "4", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def engine_args(max_concurrency: int, max_model_len: int) -> dict:
+    """The settings every arm shares (recorded in results.json)."""
+    return {
+        "dtype": "float32",
+        "enforce_eager": True,
+        "max_model_len": max_model_len,
+        "max_num_seqs": max_concurrency,
+        "seed": 0,
+        "async_scheduling": False,
+        "disable_log_stats": False,
+        "enable_prefix_caching": False,
+    }
+
+
+def speculative_config(arm: Arm) -> dict | None:
+    o = arm.options
+    if arm.kind == "ar":
+        return None
+    if arm.kind == "ngram":
+        return {"method": "ngram", "num_speculative_tokens": o["k"], "prompt_lookup_min": o["min"],
+                "prompt_lookup_max": o["max"]}
+    if arm.kind == "draft_model":
+        if o.get("layers") is not None:
+            raise ValueError("draft_model:layers=… is only available on the reference engine")
+        from specplug.core.assets import resolve_model
+
+        return {"method": "draft_model", "model": str(resolve_model(o["model"])), "num_speculative_tokens": o["k"]}
+    raise ValueError(f"vLLM has no arm kind {arm.kind}")
+
+
+def run_arm(
+    arm: Arm, model_path: Path, workload: Workload, concurrencies: list[int], max_tokens: int, timeout_s: float
+) -> list[ArmRun]:
+    longest = max(len(p) for p in workload.prompts + workload.warmup)
+    args = engine_args(max(concurrencies), max_model_len=longest + max_tokens + 16)
+    spec = speculative_config(arm)
+    if spec is not None:
+        args["speculative_config"] = spec
+    with tempfile.TemporaryDirectory(prefix="specplug-bench-") as tmp:
+        job, result = Path(tmp) / "job.json", Path(tmp) / "result.json"
+        job.write_text(json.dumps({
+            "arm": arm.label, "model": str(model_path), "engine_args": args, "env": ENGINE_ENV,
+            "prompts": workload.prompts, "warmup": workload.warmup, "max_tokens": max_tokens,
+            "concurrencies": concurrencies,
+        }))
+        proc = subprocess.run(
+            [sys.executable, "-m", "specplug.bench.vllm_worker", str(job), str(result)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout_s,
+        )
+        if proc.returncode != 0 or not result.exists():
+            tail = "\n".join(proc.stdout.strip().splitlines()[-15:])
+            raise RuntimeError(f"vLLM worker for arm {arm.label} exited with {proc.returncode}:\n{tail}")
+        data = json.loads(result.read_text())
+    runs = []
+    for r in data["runs"]:
+        records = [RequestRecord(**req) for req in r["requests"]]
+        runs.append(ArmRun(arm.label, r["concurrency"], records, r["wall_s"], r["num_drafts"],
+                           r["num_draft_tokens"], r["num_accepted_tokens"]))
+    return runs

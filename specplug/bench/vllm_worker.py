@@ -1,0 +1,94 @@
+"""One vLLM engine process for one arm of `specplug bench` (run as `python -m specplug.bench.vllm_worker`).
+
+The parent starts one of these per arm, so each arm gets a fresh engine and the memory of the previous arm is
+returned to the OS before the next starts. Requests are fed through `LLMEngine.add_request` / `step()` with at
+most `concurrency` in flight, the same loop for every arm; timings are taken here, on the client side, the
+same way for every arm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _counters(llm) -> dict[str, float]:
+    """Spec-decode counters from vLLM's metrics reader (names with or without the _total suffix)."""
+    wanted = {
+        "vllm:spec_decode_num_drafts": "num_drafts",
+        "vllm:spec_decode_num_draft_tokens": "num_draft_tokens",
+        "vllm:spec_decode_num_accepted_tokens": "num_accepted_tokens",
+    }
+    found = dict.fromkeys(wanted.values(), 0.0)
+    for metric in llm.get_metrics():
+        key = wanted.get(metric.name.removesuffix("_total"))
+        if key is not None and hasattr(metric, "value"):
+            found[key] += float(metric.value)
+    return found
+
+
+def _run(llm, prompts: list[list[int]], max_tokens: int, concurrency: int) -> tuple[list[dict], float]:
+    from vllm import SamplingParams
+
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, seed=0)
+    engine = llm.llm_engine
+    pending = list(enumerate(prompts))
+    submitted: dict[str, dict] = {}
+    done: list[dict] = []
+    start = time.perf_counter()
+    while pending or engine.has_unfinished_requests():
+        while pending and len(submitted) < concurrency:
+            index, ids = pending.pop(0)
+            rid = f"bench-{index}"
+            engine.add_request(rid, {"prompt_token_ids": ids}, params)
+            submitted[rid] = {"index": index, "t0": time.perf_counter(), "ttft": None, "forwards": 0, "seen": 0}
+        outputs = engine.step()
+        now = time.perf_counter()
+        for out in outputs:
+            state = submitted.get(out.request_id)
+            if state is None:
+                continue
+            n = len(out.outputs[0].token_ids)
+            if n > state["seen"]:
+                state["forwards"] += 1
+                state["seen"] = n
+                if state["ttft"] is None:
+                    state["ttft"] = now - state["t0"]
+            if out.finished:
+                submitted.pop(out.request_id)
+                done.append(
+                    {
+                        "index": state["index"],
+                        "output_token_ids": list(out.outputs[0].token_ids),
+                        "ttft_s": state["ttft"] or (now - state["t0"]),
+                        "e2e_s": now - state["t0"],
+                        "forwards": state["forwards"],
+                    }
+                )
+    return sorted(done, key=lambda r: r["index"]), time.perf_counter() - start
+
+
+def main(job_path: str, result_path: str) -> None:
+    job = json.loads(Path(job_path).read_text())
+    os.environ.update(job["env"])
+    from vllm import LLM
+
+    llm = LLM(model=job["model"], **job["engine_args"])
+    _run(llm, job["warmup"], min(job["max_tokens"], 16), max(job["concurrencies"]))  # warm-up, not measured
+    runs = []
+    for conc in job["concurrencies"]:
+        before = _counters(llm)
+        requests, wall = _run(llm, job["prompts"], job["max_tokens"], conc)
+        after = _counters(llm)
+        deltas = {k: int(after[k] - before[k]) for k in after}
+        runs.append({"concurrency": conc, "requests": requests, "wall_s": wall, **deltas})
+        print(f"[specplug bench] {job['arm']} c={conc}: {sum(len(r['output_token_ids']) for r in requests)} tokens "
+              f"in {wall:.1f}s", file=sys.stderr, flush=True)
+    Path(result_path).write_text(json.dumps({"runs": runs}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
