@@ -29,12 +29,19 @@ def _build_parser() -> argparse.ArgumentParser:
         "imports the engine, so it takes a few seconds",
     )
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    from specplug import assets_cli
+    from specplug.bench import cli as bench_cli
+
+    assets_cli.add_parser(sub)
+    bench_cli.add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in reports as the full command
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
     if args.command is None:
         parser.print_help()
@@ -43,6 +50,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from specplug.doctor import run_doctor
 
         return run_doctor(engines=args.engine, as_json=args.json)
+    if args.command == "assets":
+        from specplug import assets_cli
+
+        return assets_cli.run(args)
+    if args.command == "bench":
+        from specplug.bench import cli as bench_cli
+
+        return bench_cli.run(args)
     parser.error(f"unknown command {args.command}")  # argparse exits; kept for type checkers
     return 2
 

@@ -25,7 +25,6 @@ from specplug.core.verifiers.rejection import RejectionSamplingVerifier
 class GenerationStats:
     """Counts that define the speculative metrics. One target forward per step (the first includes the prompt)."""
 
-
     target_forwards: int = 0  # batched forward passes
     row_forwards: int = 0  # forward passes summed over the rows they served (AR: one per output token)
     proposed: int = 0

@@ -1,9 +1,9 @@
 """Arms: named decoding configurations. Syntax on the command line: NAME[:key=value[:key=value…]].
 
-    ar                      no speculation
-    ngram[:k=4:min=2:max=4] prompt-lookup n-gram drafts (vLLM's built-in `ngram`, or core's on the reference engine)
-    draft_model:model=PATH[:k=4:layers=N]  a draft model sharing the tokenizer (`layers` keeps its first N layers,
-                            reference engine only)
+ar                      no speculation
+ngram[:k=4:min=2:max=4] prompt-lookup n-gram drafts (vLLM's built-in `ngram`, or core's on the reference engine)
+draft_model:model=PATH[:k=4:layers=N]  a draft model sharing the tokenizer (`layers` keeps its first N layers,
+                        reference engine only)
 """
 
 from __future__ import annotations

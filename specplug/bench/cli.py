@@ -85,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
         runs: dict[tuple[str, int], ArmRun] = {}
         for arm in order:
             step += 1
-            print(f"[specplug bench] ({step}/{total}) round {rnd} arm {arm.label} on {args.engine} ...", file=sys.stderr)
+            print(
+                f"[specplug bench] ({step}/{total}) round {rnd} arm {arm.label} on {args.engine} ...", file=sys.stderr
+            )
             began = time.perf_counter()
             try:
                 got = _run_arm(args, arm, model_path, workload, concurrencies)
@@ -106,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     add_ratios(records, kinds)
     results = {
         "schema_version": SCHEMA_VERSION,
-        "command": "specplug " + shlex.join(sys.argv[1:]),
+        "command": "specplug " + shlex.join(args.argv),
         "engine": args.engine,
         "engine_version": _engine_version(args.engine),
         "engine_settings": _settings(args, workload, concurrencies),

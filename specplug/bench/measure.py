@@ -67,13 +67,16 @@ def summarize(run: ArmRun, reference: ArmRun | None) -> dict:
         same = [r.output_token_ids == ref.get(r.index) for r in run.requests]
         out["exact_match"] = sum(same) / len(same) if same else None
         out["first_divergence"] = {
-            r.index: _first_diff(r.output_token_ids, ref[r.index]) for r, ok in zip(run.requests, same) if not ok
+            r.index: first_difference(r.output_token_ids, ref[r.index])
+            for r, ok in zip(run.requests, same, strict=True)
+            if not ok
         }
     return out
 
 
-def _first_diff(a: list[int], b: list[int]) -> int:
-    for i, (x, y) in enumerate(zip(a, b)):
+def first_difference(a: list[int], b: list[int]) -> int:
+    """Index of the first token where two outputs differ (the shorter length if one is a prefix)."""
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
             return i
     return min(len(a), len(b))

@@ -51,11 +51,7 @@ def run_arm(arm: Arm, model_path: Path, workload: Workload, concurrencies: list[
             batch = workload.prompts[first : first + conc]
             got = runner.generate(batch, max_tokens, proposer=proposer)
             for i, tokens in enumerate(got.tokens):
-                records.append(
-                    RequestRecord(
-                        first + i, tokens, got.first_token_s[i], got.finish_s[i], got.forwards[i]
-                    )
-                )
+                records.append(RequestRecord(first + i, tokens, got.first_token_s[i], got.finish_s[i], got.forwards[i]))
             drafts += len(got.stats.accepted_per_step)
             draft_tokens += got.stats.proposed
             accepted += got.stats.accepted

@@ -23,9 +23,7 @@ def add_ratios(records: list[dict], kinds: dict[str, str]) -> None:
         best = max(builtin, key=lambda r: r["output_tokens_per_s"], default=None)
         for rec in ok:
             rec["speedup_vs_ar"] = rec["output_tokens_per_s"] / ar["output_tokens_per_s"] if ar else None
-            rec["speedup_vs_best_builtin"] = (
-                rec["output_tokens_per_s"] / best["output_tokens_per_s"] if best else None
-            )
+            rec["speedup_vs_best_builtin"] = rec["output_tokens_per_s"] / best["output_tokens_per_s"] if best else None
             rec["best_builtin_arm"] = best["arm"] if best else None
 
 
@@ -46,7 +44,8 @@ def markdown(results: dict) -> str:
         "",
         f"Command: `{results['command']}`",
         "",
-        f"Engine: {results['engine_version']}; settings shared by every arm: `{json.dumps(results['engine_settings'])}`",
+        f"Engine: {results['engine_version']}; settings shared by every arm: "
+        f"`{json.dumps(results['engine_settings'])}`",
         f"Prompts: {results['num_prompts']} from {results['dataset']} (token digest {results['prompt_digest']}), "
         f"max {results['max_tokens']} new tokens, greedy; warm-up excluded; rounds: {results['rounds']}.",
         "",
@@ -60,7 +59,8 @@ def markdown(results: dict) -> str:
             continue
         lines.append(
             f"| {r['round']} | {r['concurrency']} | {r['arm']} | {_fmt(r['output_tokens_per_s'], '.1f')} "
-            f"| {_fmt(r.get('speedup_vs_ar'))} | {_fmt(r.get('speedup_vs_best_builtin'))} | {_fmt(r['ttft_ms'], '.0f')} "
+            f"| {_fmt(r.get('speedup_vs_ar'))} | {_fmt(r.get('speedup_vs_best_builtin'))} "
+            f"| {_fmt(r['ttft_ms'], '.0f')} "
             f"| {_fmt(r['tpot_ms'], '.1f')} | {_fmt(r['e2e_latency_ms']['p50'], '.0f')} "
             f"| {_fmt(r['mean_accepted_length'])} | {_fmt(r['acceptance_rate'])} "
             f"| {_fmt(r['target_forwards_per_token'], '.3f')} | {_fmt(r['exact_match'])} |"

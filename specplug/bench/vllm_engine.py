@@ -38,8 +38,12 @@ def speculative_config(arm: Arm) -> dict | None:
     if arm.kind == "ar":
         return None
     if arm.kind == "ngram":
-        return {"method": "ngram", "num_speculative_tokens": o["k"], "prompt_lookup_min": o["min"],
-                "prompt_lookup_max": o["max"]}
+        return {
+            "method": "ngram",
+            "num_speculative_tokens": o["k"],
+            "prompt_lookup_min": o["min"],
+            "prompt_lookup_max": o["max"],
+        }
     if arm.kind == "draft_model":
         if o.get("layers") is not None:
             raise ValueError("draft_model:layers=… is only available on the reference engine")
@@ -59,14 +63,26 @@ def run_arm(
         args["speculative_config"] = spec
     with tempfile.TemporaryDirectory(prefix="specplug-bench-") as tmp:
         job, result = Path(tmp) / "job.json", Path(tmp) / "result.json"
-        job.write_text(json.dumps({
-            "arm": arm.label, "model": str(model_path), "engine_args": args, "env": ENGINE_ENV,
-            "prompts": workload.prompts, "warmup": workload.warmup, "max_tokens": max_tokens,
-            "concurrencies": concurrencies,
-        }))
+        job.write_text(
+            json.dumps(
+                {
+                    "arm": arm.label,
+                    "model": str(model_path),
+                    "engine_args": args,
+                    "env": ENGINE_ENV,
+                    "prompts": workload.prompts,
+                    "warmup": workload.warmup,
+                    "max_tokens": max_tokens,
+                    "concurrencies": concurrencies,
+                }
+            )
+        )
         proc = subprocess.run(
             [sys.executable, "-m", "specplug.bench.vllm_worker", str(job), str(result)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout_s,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout_s,
         )
         if proc.returncode != 0 or not result.exists():
             tail = "\n".join(proc.stdout.strip().splitlines()[-15:])
@@ -75,6 +91,15 @@ def run_arm(
     runs = []
     for r in data["runs"]:
         records = [RequestRecord(**req) for req in r["requests"]]
-        runs.append(ArmRun(arm.label, r["concurrency"], records, r["wall_s"], r["num_drafts"],
-                           r["num_draft_tokens"], r["num_accepted_tokens"]))
+        runs.append(
+            ArmRun(
+                arm.label,
+                r["concurrency"],
+                records,
+                r["wall_s"],
+                r["num_drafts"],
+                r["num_draft_tokens"],
+                r["num_accepted_tokens"],
+            )
+        )
     return runs

@@ -85,8 +85,12 @@ def main(job_path: str, result_path: str) -> None:
         after = _counters(llm)
         deltas = {k: int(after[k] - before[k]) for k in after}
         runs.append({"concurrency": conc, "requests": requests, "wall_s": wall, **deltas})
-        print(f"[specplug bench] {job['arm']} c={conc}: {sum(len(r['output_token_ids']) for r in requests)} tokens "
-              f"in {wall:.1f}s", file=sys.stderr, flush=True)
+        print(
+            f"[specplug bench] {job['arm']} c={conc}: {sum(len(r['output_token_ids']) for r in requests)} tokens "
+            f"in {wall:.1f}s",
+            file=sys.stderr,
+            flush=True,
+        )
     Path(result_path).write_text(json.dumps({"runs": runs}))
 
 

@@ -31,9 +31,7 @@ class Workload:
 
 def build_workload(model_path: Path, dataset: str, num_prompts: int, num_warmup: int = 2) -> Workload:
     if dataset in RANDOM_NAMES:
-        raise ConfigError(
-            "dataset", dataset, "a real prompt set (random tokens inflate speculative throughput ~23%)"
-        )
+        raise ConfigError("dataset", dataset, "a real prompt set (random tokens inflate speculative throughput ~23%)")
     if num_prompts < 1:
         raise ConfigError("num_prompts", num_prompts, ">= 1")
     from transformers import AutoTokenizer

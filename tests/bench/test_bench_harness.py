@@ -55,8 +55,20 @@ def harness(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     def run(engine: StandInEngine, *extra: str) -> tuple[int, dict]:
         monkeypatch.setattr(bench_cli, "_run_arm", engine)
         out = tmp_path / "out"
-        rc = main(["bench", "--engine", "reference", "--arms", "ar,ngram,ngram:k=2", "--concurrency", "1,4",
-                   "--out", str(out), *extra])
+        rc = main(
+            [
+                "bench",
+                "--engine",
+                "reference",
+                "--arms",
+                "ar,ngram,ngram:k=2",
+                "--concurrency",
+                "1,4",
+                "--out",
+                str(out),
+                *extra,
+            ]
+        )
         return rc, json.loads((out / "results.json").read_text())
 
     return run
@@ -67,8 +79,19 @@ def test_results_schema_and_ratios(harness) -> None:
     assert rc == 0
     assert results["schema_version"] == 1 and results["command"].startswith("specplug bench")
     assert len(results["records"]) == 3 * 2
-    keys = {"output_tokens_per_s", "ttft_ms", "tpot_ms", "mean_accepted_length", "acceptance_rate",
-            "target_forwards_per_token", "exact_match", "accuracy", "e2e_latency_ms", "arm", "concurrency"}
+    keys = {
+        "output_tokens_per_s",
+        "ttft_ms",
+        "tpot_ms",
+        "mean_accepted_length",
+        "acceptance_rate",
+        "target_forwards_per_token",
+        "exact_match",
+        "accuracy",
+        "e2e_latency_ms",
+        "arm",
+        "concurrency",
+    }
     for rec in results["records"]:
         assert keys <= set(rec)
     ngram = next(r for r in results["records"] if r["arm"] == "ngram" and r["concurrency"] == 4)
