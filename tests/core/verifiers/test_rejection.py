@@ -31,14 +31,19 @@ def _tables(seed: int, sharpness: float) -> dict[tuple[int, ...], torch.Tensor]:
 TARGET, DRAFT = _tables(0, 2.0), _tables(1, 2.0)
 
 
-def _exact_law() -> dict[tuple[int, ...], float]:
+def _law(tables: dict[tuple[int, ...], torch.Tensor]) -> dict[tuple[int, ...], float]:
+    """Exact probability of every length-L sequence under a prefix table."""
     law = {}
     for seq in itertools.product(range(V), repeat=L):
         prob = 1.0
         for t in range(L):
-            prob *= float(TARGET[seq[:t]][seq[t]])
+            prob *= float(tables[seq[:t]][seq[t]])
         law[seq] = prob
     return law
+
+
+def _exact_law() -> dict[tuple[int, ...], float]:
+    return _law(TARGET)
 
 
 def _generate(verifier: RejectionSamplingVerifier, seed: int) -> dict[tuple[int, ...], float]:
@@ -89,13 +94,7 @@ def test_a_broken_residual_is_detected(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_the_draft_law_itself_is_far_from_the_target() -> None:
     """Guards the test's power: if q were close to p, a broken verifier would pass unnoticed."""
-    draft_law = {}
-    for seq in itertools.product(range(V), repeat=L):
-        prob = 1.0
-        for t in range(L):
-            prob *= float(DRAFT[seq[:t]][seq[t]])
-        draft_law[seq] = prob
-    assert _tv(draft_law, _exact_law()) > 0.2
+    assert _tv(_law(DRAFT), _exact_law()) > 0.2
 
 
 def test_temperature_must_be_positive() -> None:
