@@ -1,0 +1,56 @@
+"""Counter-based random numbers: a uniform is a pure function of (request seed, cycle, purpose, index).
+
+Every tensor-parallel rank, and every batch composition, must draw the same bonus tokens, the same resampling
+offsets and the same output choice for a request, or ranks would fork different lineages. A stateful
+`torch.Generator` shared by the batch cannot promise that (its stream depends on what else is in the batch), so
+the uniforms here are hashed from their coordinates with SplitMix64 in int64 tensor arithmetic (multiplication
+wraps modulo 2^64 on CPU and CUDA alike), vectorized over any shape.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import torch
+
+_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
+_MUL1 = 0xBF58476D1CE4E5B9 - (1 << 64)
+_MUL2 = 0x94D049BB133111EB - (1 << 64)
+
+
+class Stream(IntEnum):
+    """What a uniform is for; separate streams never reuse each other's numbers."""
+
+    FIRST_TOKEN = 1
+    BONUS = 2
+    RESAMPLE = 3
+    OUTPUT = 4
+    DRAFT = 5
+
+
+def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's >> is arithmetic)."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def mix64(x: torch.Tensor) -> torch.Tensor:
+    """SplitMix64 finalizer: a bijective, well-avalanched hash of int64."""
+    z = x + _GOLDEN
+    z = (z ^ _shr(z, 30)) * _MUL1
+    z = (z ^ _shr(z, 27)) * _MUL2
+    return z ^ _shr(z, 31)
+
+
+def uniforms(seeds: torch.Tensor, cycles: torch.Tensor, stream: Stream, shape: tuple[int, ...] = ()) -> torch.Tensor:
+    """Float64 uniforms in [0, 1) of shape `seeds.shape + shape`, one independent stream per (seed, cycle).
+
+    seeds, cycles: int64 tensors of the same shape (one entry per request).
+    """
+    key = mix64(mix64(seeds.to(torch.int64)) ^ cycles.to(torch.int64))
+    key = mix64(key ^ (int(stream) << 40))
+    count = 1
+    for n in shape:
+        count *= n
+    index = torch.arange(count, dtype=torch.int64, device=seeds.device).reshape(shape)
+    bits = mix64(key.reshape(key.shape + (1,) * len(shape)) ^ mix64(index))
+    return _shr(bits, 11).to(torch.float64) * (1.0 / (1 << 53))
