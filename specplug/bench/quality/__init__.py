@@ -1,0 +1,74 @@
+"""Task accuracy for `specplug bench`: one scorer per dataset with gold answers, applied the same way to every arm.
+
+Speed without quality is not a result (DESIGN.md, measurement rules). Exact match against `ar` says whether an
+arm changed the output; task accuracy says what the output is worth. Records without a scorable gold (MT-Bench,
+BFCL irrelevance and multi-turn, ToolTalk for now) are not scored, and a run with none reports accuracy None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from specplug.core.assets.datasets import PromptRecord
+
+METRICS = {"bfcl": "BFCL call match (AST-style)", "humaneval": "HumanEval pass@1 (sandboxed, 10 s timeout)"}
+
+
+def task_of(record: PromptRecord) -> str | None:
+    """Which scorer applies to a record, from what its gold holds (so JSONL files in the same shape work too)."""
+    gold = record.gold
+    if not isinstance(gold, dict):
+        return None
+    truth = gold.get("ground_truth")
+    if isinstance(truth, list) and truth and all(isinstance(e, dict) and len(e) == 1 for e in truth):
+        return "bfcl"  # single-turn BFCL: [{function: {arg: [acceptable, …]}}, …]
+    if {"test", "entry_point"} <= set(gold) and "prompt" in record.extra:
+        return "humaneval"
+    return None
+
+
+def score_one(record: PromptRecord, text: str) -> bool:
+    task = task_of(record)
+    if task == "bfcl":
+        from specplug.bench.quality import bfcl
+
+        return bfcl.score(text, record.gold)
+    if task == "humaneval":
+        from specplug.bench.quality import humaneval
+
+        return humaneval.score(text, record.gold, record.extra["prompt"])
+    raise ValueError(f"record {record.id} has no scorable gold")
+
+
+@dataclass
+class Scorer:
+    """Scores decoded outputs of a workload's records; identical (record, text) pairs are scored once per run."""
+
+    records: Sequence[PromptRecord]
+    decode: Callable[[list[int]], str]
+
+    def __post_init__(self) -> None:
+        self._cache: dict[tuple[int, str], bool] = {}
+        tasks = {task_of(r) for r in self.records} - {None}
+        self.metric = "; ".join(METRICS[t] for t in sorted(tasks)) or None
+
+    def score(self, outputs: dict[int, list[int]]) -> dict[str, object]:
+        """accuracy (fraction of scorable prompts correct), and the indices of the failed ones; None if none apply."""
+        results: dict[int, bool] = {}
+        for index, ids in sorted(outputs.items()):
+            record = self.records[index]
+            if task_of(record) is None:
+                continue
+            text = self.decode(ids)
+            key = (index, text)
+            if key not in self._cache:
+                self._cache[key] = score_one(record, text)
+            results[index] = self._cache[key]
+        if not results:
+            return {"accuracy": None}
+        return {
+            "accuracy": sum(results.values()) / len(results),
+            "accuracy_scored": len(results),
+            "accuracy_failed": [i for i, ok in results.items() if not ok],
+        }
