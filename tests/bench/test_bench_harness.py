@@ -1,7 +1,7 @@
 """The bench harness: schema, identical prompts for every arm, quality check, failure isolation.
 
-The engine is replaced by a recording stand-in (named so): these tests check the harness, not an engine. The
-real-engine run is tests/bench/test_bench_vllm.py.
+The engine is replaced by a recording stand-in (named so, tests/bench/conftest.py): these tests check the
+harness, not an engine. The real-engine run is tests/bench/test_bench_vllm.py.
 """
 
 from __future__ import annotations
@@ -12,70 +12,24 @@ from pathlib import Path
 import pytest
 
 from specplug.bench import cli as bench_cli
-from specplug.bench.measure import ArmRun, RequestRecord
 from specplug.bench.workload import Workload
 from specplug.cli import main
-
-PROMPTS = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
-AR_OUTPUT = {0: [10, 11, 12], 1: [13, 14], 2: [15, 16, 17]}
-
-
-class StandInEngine:
-    """Stand-in for an engine: returns AR_OUTPUT (or a corrupted copy) and records what each arm received."""
-
-    def __init__(self, corrupt: str | None = None, fail: str | None = None) -> None:
-        self.seen: dict[str, list[list[int]]] = {}
-        self.order: list[str] = []
-        self.corrupt, self.fail = corrupt, fail
-
-    def __call__(self, args, arm, model_path, workload: Workload, concurrencies):
-        self.seen[arm.label] = workload.prompts
-        self.order.append(arm.label)
-        if arm.label == self.fail:
-            raise RuntimeError("engine worker exited with 1")
-        runs = []
-        for conc in concurrencies:
-            records = []
-            for i in range(len(workload.prompts)):
-                out = list(AR_OUTPUT[i])
-                if arm.label == self.corrupt and i == 1:
-                    out[1] += 1
-                records.append(RequestRecord(i, out, 0.01, 0.05, len(out) if arm.kind == "ar" else 2))
-            spec = arm.kind != "ar"
-            runs.append(ArmRun(arm.label, conc, records, 0.5 if spec else 1.0, 4 * spec, 12 * spec, 6 * spec))
-        return runs
+from specplug.core.assets.datasets import PromptRecord
 
 
 @pytest.fixture
-def harness(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    workload = Workload("mtbench", ["a", "b", "c"], PROMPTS, [[9, 9]], [0])
-    monkeypatch.setattr("specplug.core.assets.resolve_model", lambda name: tmp_path / "model")
-    monkeypatch.setattr("specplug.bench.workload.build_workload", lambda *a, **k: workload)
-
-    def run(engine: StandInEngine, *extra: str) -> tuple[int, dict]:
-        monkeypatch.setattr(bench_cli, "_run_arm", engine)
+def harness(bench, tmp_path: Path):
+    def run(engine, *extra: str) -> tuple[int, dict]:
         out = tmp_path / "out"
-        rc = main(
-            [
-                "bench",
-                "--engine",
-                "reference",
-                "--arms",
-                "ar,ngram,ngram:k=2",
-                "--concurrency",
-                "1,4",
-                "--out",
-                str(out),
-                *extra,
-            ]
-        )
+        argv = ["--engine", "reference", "--arms", "ar,ngram,ngram:k=2", "--concurrency", "1,4", "--out", str(out)]
+        rc = bench(engine, *argv, *extra)
         return rc, json.loads((out / "results.json").read_text())
 
     return run
 
 
-def test_results_schema_and_ratios(harness) -> None:
-    rc, results = harness(StandInEngine())
+def test_results_schema_and_ratios(harness, stand_in) -> None:
+    rc, results = harness(stand_in())
     assert rc == 0
     assert results["schema_version"] == 1 and results["command"].startswith("specplug bench")
     assert len(results["records"]) == 3 * 2
@@ -103,22 +57,22 @@ def test_results_schema_and_ratios(harness) -> None:
     assert ar["target_forwards_per_token"] == 1.0 and ar["acceptance_rate"] is None
 
 
-def test_every_arm_gets_identical_prompts_and_rounds_alternate(harness) -> None:
-    engine = StandInEngine()
+def test_every_arm_gets_identical_prompts_and_rounds_alternate(harness, stand_in) -> None:
+    engine = stand_in()
     harness(engine, "--rounds", "2")
-    assert all(p == PROMPTS for p in engine.seen.values()) and len(engine.seen) == 3
+    assert all(p == stand_in.PROMPTS for p in engine.seen.values()) and len(engine.seen) == 3
     assert engine.order == ["ar", "ngram", "ngram:k=2", "ngram:k=2", "ngram", "ar"]
 
 
-def test_exact_match_catches_a_corrupted_arm(harness) -> None:
-    _, results = harness(StandInEngine(corrupt="ngram:k=2"))
+def test_exact_match_catches_a_corrupted_arm(harness, stand_in) -> None:
+    _, results = harness(stand_in(corrupt="ngram:k=2"))
     bad = [r for r in results["records"] if r["arm"] == "ngram:k=2"]
     assert all(r["exact_match"] == pytest.approx(2 / 3) for r in bad)
     assert all(r["first_divergence"] == {"1": 1} for r in bad)
 
 
-def test_a_failing_arm_does_not_lose_the_others(harness) -> None:
-    rc, results = harness(StandInEngine(fail="ngram"))
+def test_a_failing_arm_does_not_lose_the_others(harness, stand_in) -> None:
+    rc, results = harness(stand_in(fail="ngram"))
     assert rc == 1
     failed = [r for r in results["records"] if r["arm"] == "ngram"]
     assert all("engine worker exited" in r["error"] for r in failed)
@@ -126,7 +80,7 @@ def test_a_failing_arm_does_not_lose_the_others(harness) -> None:
     assert len(others) == 4 and all(r["output_tokens_per_s"] for r in others)
 
 
-def test_bad_settings_fail_before_any_arm_runs(harness, capsys) -> None:
+def test_bad_settings_fail_before_any_arm_runs(harness, stand_in, capsys) -> None:
     assert main(["bench", "--arms", "ar,beam"]) == 2
     assert "invalid setting arm='beam'" in capsys.readouterr().err
     assert main(["bench", "--arms", "ngram:q=1"]) == 2
@@ -140,3 +94,33 @@ def test_random_token_datasets_are_refused() -> None:
 
     with pytest.raises(ConfigError, match="random tokens inflate"):
         build_workload(Path("."), "random", 4)
+
+
+def _bfcl(i: int, number: int) -> PromptRecord:
+    gold = {"ground_truth": [{"math.factorial": {"number": [number]}}]}
+    return PromptRecord(f"simple_python_{i}", "bfcl", "simple_python", [{"role": "user", "content": "?"}], [], gold)
+
+
+def test_accuracy_is_scored_per_arm_from_its_own_outputs(harness, bench, stand_in, monkeypatch, tmp_path) -> None:
+    """A corrupted arm loses accuracy on the prompt it corrupted; every arm is scored by the same rule."""
+    # The stand-in "model" calls math.factorial with the sum of its output ids: 33, 27, 48 for the `ar` outputs.
+    records = [_bfcl(i, sum(out)) for i, out in stand_in.AR_OUTPUT.items()]
+    bench.workloads["bfcl"] = Workload("bfcl", ["a", "b", "c"], stand_in.PROMPTS, [[9, 9]], [0], records=records)
+    call = '<tool_call>{{"name": "math.factorial", "arguments": {{"number": {}}}}}</tool_call>'
+    monkeypatch.setattr(bench_cli, "_decoder", lambda workload: lambda ids: call.format(sum(ids)))
+    _, results = harness(stand_in(corrupt="ngram:k=2"), "--dataset", "bfcl")
+    assert results["accuracy_metric"].startswith("BFCL call match")
+    by = {(r["arm"], r["concurrency"]): r for r in results["records"]}
+    assert by[("ar", 1)]["accuracy"] == 1.0 and by[("ngram", 4)]["accuracy"] == 1.0
+    bad = by[("ngram:k=2", 4)]
+    assert bad["accuracy"] == pytest.approx(2 / 3) and bad["accuracy_failed"] == [1] and bad["accuracy_scored"] == 3
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| 0.67 (2/3) |" in report and "Accuracy: BFCL call match" in report
+
+
+def test_accuracy_is_none_and_na_without_gold(harness, stand_in, tmp_path) -> None:
+    _, results = harness(stand_in())
+    assert results["accuracy_metric"] is None
+    assert all(r["accuracy"] is None for r in results["records"])
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "Accuracy: n/a" in report and report.count("| n/a |") == len(results["records"])
