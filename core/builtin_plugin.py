@@ -27,6 +27,9 @@ def specplug_plugin_info() -> PluginInfo:
             MethodInfo("greedy", "verifier", "available", "greedy chain verification (lossless under greedy)"),
             MethodInfo("greedy_tree", "verifier", "available", "greedy token-tree verification"),
             MethodInfo("rejection", "verifier", "available", "standard speculative rejection sampling"),
+            MethodInfo(
+                "smc", "method", "available", "SMC-SD core (core.smc) on the reference runner; engines: see plugins"
+            ),
         ),
         summary="engine-free algorithms and the call hooks (specplug_propose / specplug_verify)",
     )
