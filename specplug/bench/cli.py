@@ -17,6 +17,7 @@ from pathlib import Path
 from specplug.bench.arms import Arm, parse_arms
 from specplug.bench.config import DEFAULTS, load_file, resolve, split_list
 from specplug.bench.measure import ArmRun, summarize
+from specplug.bench.quality import summary
 from specplug.bench.report import SCHEMA_VERSION, add_ratios, markdown, plots, write_atomic
 from specplug.core.engines import engine_status
 from specplug.core.errors import ConfigError
@@ -133,7 +134,9 @@ def run(args: argparse.Namespace) -> int:
 def _run_dataset(s, dataset: str, arms: list[Arm], concurrencies, model_path, workload, out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     kinds = {a.label: a.kind for a in arms}
-    scorer = _scorer(workload)
+    decode = _decoder(workload)
+    scorer = _scorer(workload, decode)
+    samples: list[dict] = []
     records: list[dict] = []
     total = s.rounds * len(arms)
     step = 0
@@ -158,8 +161,12 @@ def _run_dataset(s, dataset: str, arms: list[Arm], concurrencies, model_path, wo
             ref = runs.get((reference.label, conc)) if reference and label != reference.label else None
             rec = summarize(r, ref)
             rec["round"] = rnd
-            if r.error is None and scorer is not None:
-                rec.update(scorer.score({q.index: q.output_token_ids for q in r.requests}))
+            if r.error is None:
+                outputs = {q.index: q.output_token_ids for q in r.requests}
+                verdicts = scorer.judge(outputs) if scorer is not None else {}
+                rec.update(summary(verdicts))
+                if decode is not None:
+                    samples += _samples(rnd, r, workload, decode, verdicts)
             if r.accepted_per_draft:
                 rec["accepted_per_draft"] = r.accepted_per_draft
             records.append(rec)
@@ -187,30 +194,56 @@ def _run_dataset(s, dataset: str, arms: list[Arm], concurrencies, model_path, wo
         "arms": [asdict(a) for a in arms],
         "records": sorted(records, key=lambda r: (r["round"], r["concurrency"], r["arm"])),
     }
+    made = plots(results, out)
+    if not made:
+        hint = "matplotlib is not installed (pip install 'specplug[bench]')"
+        print(f"[specplug bench] plots skipped: {hint}", file=sys.stderr)
+    results["plots"] = made
     write_atomic(out / "results.json", json.dumps(results, indent=2))
     report = markdown(results)
     write_atomic(out / "report.md", report)
-    made = plots(results, out)
+    if samples:
+        write_atomic(out / "outputs.jsonl", "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in samples))
+        made.append("outputs.jsonl")
     print(report)
     print(f"[specplug bench] wrote {out / 'results.json'}, {out / 'report.md'}" + "".join(f", {out / m}" for m in made))
     return 1 if any("error" in r for r in records) else 0
 
 
-def _scorer(workload):
+def _scorer(workload, decode):
     """Accuracy scorer for the workload's records, or None when none of them has a gold the bench scores."""
     from specplug.bench.quality import Scorer, task_of
 
-    if not any(task_of(r) is not None for r in workload.records):
+    if decode is None or not any(task_of(r) is not None for r in workload.records):
         return None
-    return Scorer(workload.records, _decoder(workload))
+    return Scorer(workload.records, decode)
 
 
-def _decoder(workload) -> Callable[[list[int]], str]:
+def _decoder(workload) -> Callable[[list[int]], str] | None:
     """Output ids -> text with the target's tokenizer, special tokens dropped (the same decoding for every arm)."""
+    if not workload.tokenizer_path or not Path(workload.tokenizer_path).is_dir():
+        return None
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(workload.tokenizer_path)
     return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def _samples(rnd: int, run: ArmRun, workload, decode, verdicts: dict[int, bool]) -> list[dict]:
+    """outputs.jsonl lines: every arm's decoded output per prompt, so accuracy and exact match can be audited."""
+    return [
+        {
+            "round": rnd,
+            "concurrency": run.concurrency,
+            "arm": run.arm,
+            "index": q.index,
+            "id": workload.prompt_ids[q.index],
+            "output_tokens": len(q.output_token_ids),
+            "correct": verdicts.get(q.index),
+            "text": decode(q.output_token_ids),
+        }
+        for q in sorted(run.requests, key=lambda q: q.index)
+    ]
 
 
 def _settings(s, workload, concurrencies) -> dict:

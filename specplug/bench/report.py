@@ -86,6 +86,8 @@ def markdown(results: dict) -> str:
         "exact match is the fraction of prompts whose greedy output equals the `ar` arm's token for token; "
         "accuracy is the task score of each arm's own outputs against the dataset's gold answers.",
     ]
+    if results.get("plots"):
+        lines += ["", *(f"![{Path(name).stem}]({name})" for name in results["plots"])]
     return "\n".join(lines) + "\n"
 
 
@@ -110,7 +112,10 @@ def plots(results: dict, out: Path) -> list[str]:
     fig.savefig(out / "throughput.png", dpi=100)
     plt.close(fig)
     made = ["throughput.png"]
-    hist = {r["arm"]: r["accepted_per_draft"] for r in ok if r.get("accepted_per_draft")}
+    hist: dict[str, list[int]] = {}  # one histogram per arm: round 0, lowest concurrency (greedy: the same at all)
+    for r in sorted(ok, key=lambda r: (r["round"], r["concurrency"])):
+        if r.get("accepted_per_draft"):
+            hist.setdefault(r["arm"], r["accepted_per_draft"])
     if hist:
         fig, ax = plt.subplots(figsize=(6, 4))
         for arm, values in hist.items():

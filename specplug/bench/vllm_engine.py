@@ -100,6 +100,20 @@ def run_arm(
                 r["num_drafts"],
                 r["num_draft_tokens"],
                 r["num_accepted_tokens"],
+                accepted_lengths(r["num_drafts"], r.get("accepted_per_pos", [])),
             )
         )
     return runs
+
+
+def accepted_lengths(num_drafts: int, accepted_per_pos: list[int]) -> list[int]:
+    """Accepted tokens of every draft, rebuilt from vLLM's per-position counters.
+
+    vLLM accepts a prefix of each draft, so `accepted_per_pos[i]` is the number of drafts that accepted at least
+    i+1 tokens; the drafts that accepted exactly j are the difference of neighbours. Sorted, not in time order.
+    """
+    at_least = [num_drafts, *accepted_per_pos, 0]
+    out: list[int] = []
+    for j in range(len(at_least) - 1):
+        out.extend([j] * max(0, at_least[j] - at_least[j + 1]))
+    return out

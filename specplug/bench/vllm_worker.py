@@ -15,19 +15,36 @@ import time
 from pathlib import Path
 
 
-def _counters(llm) -> dict[str, float]:
-    """Spec-decode counters from vLLM's metrics reader (names with or without the _total suffix)."""
+def _counters(llm) -> dict[str, float | list[int]]:
+    """Spec-decode counters from vLLM's metrics reader (names with or without the _total suffix).
+
+    `accepted_per_pos[i]` counts drafts whose first i+1 tokens were accepted (vLLM accepts a prefix), which is
+    what the accepted-length histogram is rebuilt from.
+    """
     wanted = {
         "vllm:spec_decode_num_drafts": "num_drafts",
         "vllm:spec_decode_num_draft_tokens": "num_draft_tokens",
         "vllm:spec_decode_num_accepted_tokens": "num_accepted_tokens",
     }
-    found = dict.fromkeys(wanted.values(), 0.0)
+    found: dict[str, float | list[int]] = dict.fromkeys(wanted.values(), 0.0)
+    per_pos: list[int] = []
     for metric in llm.get_metrics():
-        key = wanted.get(metric.name.removesuffix("_total"))
+        name = metric.name.removesuffix("_total")
+        if name == "vllm:spec_decode_num_accepted_tokens_per_pos" and hasattr(metric, "values"):
+            per_pos = _combine(per_pos, [int(v) for v in metric.values], 1)
+            continue
+        key = wanted.get(name)
         if key is not None and hasattr(metric, "value"):
             found[key] += float(metric.value)
+    found["accepted_per_pos"] = per_pos
     return found
+
+
+def _combine(a: list[int], b: list[int], sign: int) -> list[int]:
+    """a + sign * b elementwise, the shorter list padded with zeros (engines may report different lengths)."""
+    n = max(len(a), len(b))
+    a, b = a + [0] * (n - len(a)), b + [0] * (n - len(b))
+    return [x + sign * y for x, y in zip(a, b, strict=True)]
 
 
 def _run(llm, prompts: list[list[int]], max_tokens: int, concurrency: int) -> tuple[list[dict], float]:
@@ -83,7 +100,8 @@ def main(job_path: str, result_path: str) -> None:
         before = _counters(llm)
         requests, wall = _run(llm, job["prompts"], job["max_tokens"], conc)
         after = _counters(llm)
-        deltas = {k: int(after[k] - before[k]) for k in after}
+        deltas = {k: int(after[k] - before[k]) for k in after if k != "accepted_per_pos"}
+        deltas["accepted_per_pos"] = _combine(after["accepted_per_pos"], before["accepted_per_pos"], -1)
         runs.append({"concurrency": conc, "requests": requests, "wall_s": wall, **deltas})
         print(
             f"[specplug bench] {job['arm']} c={conc}: {sum(len(r['output_token_ids']) for r in requests)} tokens "

@@ -116,6 +116,10 @@ def test_accuracy_is_scored_per_arm_from_its_own_outputs(harness, bench, stand_i
     assert bad["accuracy"] == pytest.approx(2 / 3) and bad["accuracy_failed"] == [1] and bad["accuracy_scored"] == 3
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| 0.67 (2/3) |" in report and "Accuracy: BFCL call match" in report
+    lines = [json.loads(x) for x in (tmp_path / "out" / "outputs.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 * 2 * 3  # arms x concurrencies x prompts, each decoded once for auditing
+    wrong = [x for x in lines if x["correct"] is False]
+    assert [(x["arm"], x["id"]) for x in wrong] == [("ngram:k=2", "b")] * 2 and '"number": 28' in wrong[0]["text"]
 
 
 def test_accuracy_is_none_and_na_without_gold(harness, stand_in, tmp_path) -> None:
@@ -124,3 +128,4 @@ def test_accuracy_is_none_and_na_without_gold(harness, stand_in, tmp_path) -> No
     assert all(r["accuracy"] is None for r in results["records"])
     report = (tmp_path / "out" / "report.md").read_text()
     assert "Accuracy: n/a" in report and report.count("| n/a |") == len(results["records"])
+    assert not (tmp_path / "out" / "outputs.jsonl").exists()  # no tokenizer to decode with (stand-in model)

@@ -53,8 +53,8 @@ class Scorer:
         tasks = {task_of(r) for r in self.records} - {None}
         self.metric = "; ".join(METRICS[t] for t in sorted(tasks)) or None
 
-    def score(self, outputs: dict[int, list[int]]) -> dict[str, object]:
-        """accuracy (fraction of scorable prompts correct), and the indices of the failed ones; None if none apply."""
+    def judge(self, outputs: dict[int, list[int]]) -> dict[int, bool]:
+        """Correct or not, per workload index, for the outputs whose record has a scorable gold."""
         results: dict[int, bool] = {}
         for index, ids in sorted(outputs.items()):
             record = self.records[index]
@@ -65,10 +65,19 @@ class Scorer:
             if key not in self._cache:
                 self._cache[key] = score_one(record, text)
             results[index] = self._cache[key]
-        if not results:
-            return {"accuracy": None}
-        return {
-            "accuracy": sum(results.values()) / len(results),
-            "accuracy_scored": len(results),
-            "accuracy_failed": [i for i, ok in results.items() if not ok],
-        }
+        return results
+
+    def score(self, outputs: dict[int, list[int]]) -> dict[str, object]:
+        """accuracy (fraction of scorable prompts correct), and the indices of the failed ones; None if none apply."""
+        return summary(self.judge(outputs))
+
+
+def summary(verdicts: dict[int, bool]) -> dict[str, object]:
+    """The accuracy keys of a results.json record from per-prompt verdicts."""
+    if not verdicts:
+        return {"accuracy": None}
+    return {
+        "accuracy": sum(verdicts.values()) / len(verdicts),
+        "accuracy_scored": len(verdicts),
+        "accuracy_failed": [i for i, ok in verdicts.items() if not ok],
+    }
