@@ -28,9 +28,13 @@ def add_ratios(records: list[dict], kinds: dict[str, str]) -> None:
 
 
 def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a killed run never leaves half a results.json behind."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; reports are meant to be read like any other file
     os.replace(tmp, path)
 
 
