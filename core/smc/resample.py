@@ -26,8 +26,16 @@ def effective_sample_size(weights: torch.Tensor) -> torch.Tensor:
 
 def _cdf(weights: torch.Tensor) -> torch.Tensor:
     cdf = torch.cumsum(weights, dim=-1)
-    cdf[:, -1] = 1.0
+    cdf[..., -1] = 1.0  # guard the top end against rounding
     return cdf
+
+
+def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Index drawn from each row of probs [R, K] by the uniforms u [R, M] (or [R]): int64 [R, M] (or [R])."""
+    squeeze = u.dim() == 1
+    u = u.unsqueeze(-1) if squeeze else u
+    index = torch.searchsorted(_cdf(probs), u.to(probs.dtype), right=True).clamp_max(probs.shape[-1] - 1)
+    return index.squeeze(-1) if squeeze else index
 
 
 def systematic_counts(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -43,8 +51,7 @@ def systematic_counts(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 def multinomial_counts(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Offspring counts from N independent draws per request. weights [R, N], u [R, N] → int64 [R, N]."""
-    n = weights.shape[-1]
-    ancestors = torch.searchsorted(_cdf(weights), u.to(weights.dtype), right=True).clamp_max(n - 1)
+    ancestors = inverse_cdf(weights, u)
     counts = torch.zeros_like(ancestors)
     return counts.scatter_add_(1, ancestors, torch.ones_like(ancestors))
 

@@ -165,9 +165,7 @@ class SMCSampler:
         log_w = state.log_weights
         if self.config.output_rule == "posterior":
             u = uniforms(state.seeds, state.cycles, Stream.OUTPUT)
-            cdf = torch.cumsum(resample.normalized_weights(log_w), dim=-1)
-            cdf[:, -1] = 1.0
-            chosen = torch.searchsorted(cdf, u.unsqueeze(-1), right=True).squeeze(-1).clamp_max(state.num_particles - 1)
+            chosen = resample.inverse_cdf(resample.normalized_weights(log_w), u)
         else:  # arg-max weight, ties broken by length (the paper-time rule)
             best = log_w == log_w.max(dim=1, keepdim=True).values
             chosen = torch.where(best, state.lengths, -1).argmax(dim=1)

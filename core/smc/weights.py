@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from specplug.core.smc.resample import inverse_cdf
+
 
 def target_log_probs(target_logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
     """log p_T(token) for each position: target_logits [B, K, V], tokens [B, K] → [B, K] float64."""
@@ -29,10 +31,7 @@ def sample_power(
     scaled = logits.double() / temperature
     powered = alpha * scaled
     lse_powered = torch.logsumexp(powered, dim=-1)
-    cdf = torch.cumsum(torch.exp(powered - lse_powered.unsqueeze(-1)), dim=-1)
-    cdf[:, -1] = 1.0  # guard the top end against rounding
-    tokens = torch.searchsorted(cdf, u.unsqueeze(-1).to(cdf.dtype), right=True).squeeze(-1)
-    tokens = tokens.clamp_max(logits.shape[-1] - 1)
+    tokens = inverse_cdf(torch.exp(powered - lse_powered.unsqueeze(-1)), u)
     log_z = lse_powered - alpha * torch.logsumexp(scaled, dim=-1)
     return tokens, log_z
 
