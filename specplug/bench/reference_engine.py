@@ -6,6 +6,7 @@ without an engine, and the oracle for exact-match checks. Speed figures here are
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -34,6 +35,8 @@ def _proposer(arm: Arm, target, model_path: Path):
 
 
 def run_arm(arm: Arm, model_path: Path, workload: Workload, concurrencies: list[int], max_tokens: int) -> list[ArmRun]:
+    from tqdm import tqdm
+
     from specplug.core.reference.models import load_causal_lm
     from specplug.core.reference.runner import ReferenceRunner
 
@@ -47,7 +50,8 @@ def run_arm(arm: Arm, model_path: Path, workload: Workload, concurrencies: list[
         drafts = draft_tokens = accepted = 0
         hist: list[int] = []
         start = time.perf_counter()
-        for first in range(0, len(workload.prompts), conc):
+        starts = range(0, len(workload.prompts), conc)
+        for first in tqdm(starts, desc=f"  {arm.label} c={conc}", unit="batch", file=sys.stderr, leave=False):
             batch = workload.prompts[first : first + conc]
             got = runner.generate(batch, max_tokens, proposer=proposer)
             for i, tokens in enumerate(got.tokens):

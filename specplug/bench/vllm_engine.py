@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from specplug.bench.arms import Arm
@@ -53,6 +54,26 @@ def speculative_config(arm: Arm) -> dict | None:
     raise ValueError(f"vLLM has no arm kind {arm.kind}")
 
 
+def _run_worker(label: str, job: Path, result: Path, progress: Path, log: Path, total: int, timeout_s: float) -> int:
+    """Run one arm's engine process; show its finished requests (warm-up included) as a progress bar."""
+    from tqdm import tqdm
+
+    with log.open("w") as out, tqdm(total=total, desc=f"  {label}", unit="req", file=sys.stderr, leave=False) as bar:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "specplug.bench.vllm_worker", str(job), str(result)], stdout=out, stderr=out
+        )
+        began = time.monotonic()
+        while proc.poll() is None:
+            if time.monotonic() - began > timeout_s:
+                proc.kill()
+                proc.wait()
+                raise TimeoutError(f"arm {label} ran past --arm-timeout ({timeout_s:.0f} s)")
+            done = progress.stat().st_size if progress.exists() else 0  # one byte per finished request
+            bar.update(min(done, total) - bar.n)
+            time.sleep(0.5)
+    return proc.returncode
+
+
 def run_arm(
     arm: Arm, model_path: Path, workload: Workload, concurrencies: list[int], max_tokens: int, timeout_s: float
 ) -> list[ArmRun]:
@@ -63,6 +84,7 @@ def run_arm(
         args["speculative_config"] = spec
     with tempfile.TemporaryDirectory(prefix="specplug-bench-") as tmp:
         job, result = Path(tmp) / "job.json", Path(tmp) / "result.json"
+        progress, log = Path(tmp) / "progress", Path(tmp) / "worker.log"
         job.write_text(
             json.dumps(
                 {
@@ -74,19 +96,15 @@ def run_arm(
                     "warmup": workload.warmup,
                     "max_tokens": max_tokens,
                     "concurrencies": concurrencies,
+                    "progress": str(progress),
                 }
             )
         )
-        proc = subprocess.run(
-            [sys.executable, "-m", "specplug.bench.vllm_worker", str(job), str(result)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=timeout_s,
-        )
-        if proc.returncode != 0 or not result.exists():
-            tail = "\n".join(proc.stdout.strip().splitlines()[-15:])
-            raise RuntimeError(f"vLLM worker for arm {arm.label} exited with {proc.returncode}:\n{tail}")
+        total = len(workload.warmup) + len(workload.prompts) * len(concurrencies)
+        returncode = _run_worker(arm.label, job, result, progress, log, total, timeout_s)
+        if returncode != 0 or not result.exists():
+            tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-15:])
+            raise RuntimeError(f"vLLM worker for arm {arm.label} exited with {returncode}:\n{tail}")
         data = json.loads(result.read_text())
     runs = []
     for r in data["runs"]:

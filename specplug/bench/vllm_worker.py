@@ -47,7 +47,9 @@ def _combine(a: list[int], b: list[int], sign: int) -> list[int]:
     return [x + sign * y for x, y in zip(a, b, strict=True)]
 
 
-def _run(llm, prompts: list[list[int]], max_tokens: int, concurrency: int) -> tuple[list[dict], float]:
+def _run(
+    llm, prompts: list[list[int]], max_tokens: int, concurrency: int, progress: Path | None = None
+) -> tuple[list[dict], float]:
     from vllm import SamplingParams
 
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, seed=0)
@@ -76,6 +78,9 @@ def _run(llm, prompts: list[list[int]], max_tokens: int, concurrency: int) -> tu
                     state["ttft"] = now - state["t0"]
             if out.finished:
                 submitted.pop(out.request_id)
+                if progress is not None:  # the parent shows a progress bar from this file's size
+                    with progress.open("ab") as f:
+                        f.write(b".")
                 done.append(
                     {
                         "index": state["index"],
@@ -94,11 +99,12 @@ def main(job_path: str, result_path: str) -> None:
     from vllm import LLM
 
     llm = LLM(model=job["model"], **job["engine_args"])
-    _run(llm, job["warmup"], min(job["max_tokens"], 16), max(job["concurrencies"]))  # warm-up, not measured
+    progress = Path(job["progress"]) if job.get("progress") else None
+    _run(llm, job["warmup"], min(job["max_tokens"], 16), max(job["concurrencies"]), progress)  # warm-up, not measured
     runs = []
     for conc in job["concurrencies"]:
         before = _counters(llm)
-        requests, wall = _run(llm, job["prompts"], job["max_tokens"], conc)
+        requests, wall = _run(llm, job["prompts"], job["max_tokens"], conc, progress)
         after = _counters(llm)
         deltas = {k: int(after[k] - before[k]) for k in after if k != "accepted_per_pos"}
         deltas["accepted_per_pos"] = _combine(after["accepted_per_pos"], before["accepted_per_pos"], -1)
