@@ -29,11 +29,14 @@ def sample_power(
     logits [B, V], u [B] float64 → tokens [B] int64, log Z_b [B] = logsumexp(α z/T) − α·logsumexp(z/T).
     """
     scaled = logits.double() / temperature
-    powered = alpha * scaled
-    lse_powered = torch.logsumexp(powered, dim=-1)
+    lse_scaled = torch.logsumexp(scaled, dim=-1)
+    if alpha == 1:  # the plain target (the default): one vocabulary-wide logsumexp, and log Z_b is exactly 0
+        powered, lse_powered = scaled, lse_scaled
+    else:
+        powered = alpha * scaled
+        lse_powered = torch.logsumexp(powered, dim=-1)
     tokens = inverse_cdf(torch.exp(powered - lse_powered.unsqueeze(-1)), u)
-    log_z = lse_powered - alpha * torch.logsumexp(scaled, dim=-1)
-    return tokens, log_z
+    return tokens, lse_powered - alpha * lse_scaled
 
 
 def first_eos_column(tokens: torch.Tensor, eos_ids: torch.Tensor) -> torch.Tensor:
