@@ -284,6 +284,25 @@ def _jsonl_by_id(path: Path) -> dict[str, dict[str, Any]]:
     return {row["id"]: row for row in _read_jsonl(path)}
 
 
+def _bfcl_record(
+    row: dict[str, Any],
+    category: str,
+    functions: list[dict[str, Any]],
+    gold: Any,
+    extra: dict[str, Any] | None = None,
+) -> PromptRecord:
+    """One BFCL prompt: its first turn, its functions as OpenAI tools, its gold (single- and multi-turn alike)."""
+    return PromptRecord(
+        id=row["id"],
+        dataset="bfcl",
+        category=category,
+        messages=copy.deepcopy(row["question"][0]),
+        tools=[to_openai_tool(f) for f in functions],
+        gold=gold,
+        extra=extra or {},
+    )
+
+
 def _load_bfcl(root: Path) -> list[PromptRecord]:
     """Single-turn (gold: acceptable values + reference calls), irrelevance (no gold) and multi-turn records.
 
@@ -300,16 +319,7 @@ def _load_bfcl(root: Path) -> list[PromptRecord]:
             if cat in BFCL_SINGLE_TURN:
                 truth = answers[row["id"]]["ground_truth"]
                 gold = {"ground_truth": truth, "reference_calls": bfcl_reference_calls(truth)}
-            records.append(
-                PromptRecord(
-                    id=row["id"],
-                    dataset="bfcl",
-                    category=cat,
-                    messages=copy.deepcopy(row["question"][0]),
-                    tools=[to_openai_tool(f) for f in row["function"]],
-                    gold=gold,
-                )
-            )
+            records.append(_bfcl_record(row, cat, row["function"], gold))
     docs = {cls: _read_jsonl(data / "multi_turn_func_doc" / file) for cls, file in BFCL_CLASS_DOCS.items()}
     for cat in BFCL_MULTI_TURN:
         answers = _jsonl_by_id(data / f"possible_answer/BFCL_v4_{cat}.json")
@@ -319,22 +329,13 @@ def _load_bfcl(root: Path) -> list[PromptRecord]:
             for turn, names in row.get("missed_function", {}).items():
                 missed[turn] = [to_openai_tool(f) for f in functions if f["name"] in names]
                 functions = [f for f in functions if f["name"] not in names]
-            records.append(
-                PromptRecord(
-                    id=row["id"],
-                    dataset="bfcl",
-                    category=cat,
-                    messages=copy.deepcopy(row["question"][0]),
-                    tools=[to_openai_tool(f) for f in functions],
-                    gold={"turns": answers[row["id"]]["ground_truth"]},
-                    extra={
-                        "turns": copy.deepcopy(row["question"]),
-                        "initial_config": row.get("initial_config", {}),
-                        "involved_classes": row["involved_classes"],
-                        "missed_function": missed,
-                    },
-                )
-            )
+            extra = {
+                "turns": copy.deepcopy(row["question"]),
+                "initial_config": row.get("initial_config", {}),
+                "involved_classes": row["involved_classes"],
+                "missed_function": missed,
+            }
+            records.append(_bfcl_record(row, cat, functions, {"turns": answers[row["id"]]["ground_truth"]}, extra))
     return records
 
 
