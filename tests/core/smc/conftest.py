@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -97,6 +98,27 @@ def pad_outputs(tokens: list[list[int]], length: int) -> torch.Tensor:
     return out
 
 
+def _all_sequences(length: int) -> torch.Tensor:
+    return torch.tensor(list(itertools.product(range(VOCAB), repeat=length)), dtype=torch.int64)
+
+
+def _sequence_log_probs(seqs: torch.Tensor, model_at: Callable[[int], ToyLM], temperature: float = 1.0) -> torch.Tensor:
+    """Σ_t log softmax(z_t / T)[x_t] of every sequence, with position t scored by the model `model_at(t)`."""
+    m = seqs.shape[0]
+    logp = torch.zeros(m, dtype=torch.float64)
+    prev2 = prev1 = torch.full((m,), VOCAB)
+    for t in range(seqs.shape[1]):
+        lp = torch.log_softmax(model_at(t).at(torch.full((m,), t), prev2, prev1) / temperature, -1)
+        logp += lp.gather(-1, seqs[:, t : t + 1]).squeeze(-1)
+        prev2, prev1 = prev1, seqs[:, t]
+    return logp
+
+
+def _law(coded: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    law = torch.zeros((VOCAB + 1) ** coded.shape[1], dtype=torch.float64)
+    return law.index_add_(0, codes(coded), probs)
+
+
 def exact_law(
     target: ToyLM, length: int, temperature: float = 1.0, alpha: float = 1.0, eos: tuple[int, ...] = ()
 ) -> torch.Tensor:
@@ -107,34 +129,21 @@ def exact_law(
     """
     if eos and alpha != 1:
         raise ValueError("the toy enumerates EOS-truncated laws at alpha = 1 only")
-    seqs = torch.tensor(list(itertools.product(range(VOCAB), repeat=length)), dtype=torch.int64)
-    m = seqs.shape[0]
-    logp = torch.zeros(m, dtype=torch.float64)
-    prev2 = prev1 = torch.full((m,), VOCAB)
-    for t in range(length):
-        lp = torch.log_softmax(target.at(torch.full((m,), t), prev2, prev1) / temperature, -1)
-        logp += alpha * lp.gather(-1, seqs[:, t : t + 1]).squeeze(-1)
-        prev2, prev1 = prev1, seqs[:, t]
+    seqs = _all_sequences(length)
+    logp = alpha * _sequence_log_probs(seqs, lambda t: target, temperature)
     ended = torch.cumsum(torch.isin(seqs, torch.tensor(eos, dtype=torch.int64)).long(), 1)
-    after_eos = torch.cat([torch.zeros((m, 1), dtype=torch.long), ended[:, :-1]], 1) > 0
-    coded = torch.where(after_eos, PAD_TOKEN, seqs)
-    law = torch.zeros((VOCAB + 1) ** length, dtype=torch.float64)
-    return law.index_add_(0, codes(coded), torch.softmax(logp, 0))
+    after_eos = torch.cat([torch.zeros((seqs.shape[0], 1), dtype=torch.long), ended[:, :-1]], 1) > 0
+    return _law(torch.where(after_eos, PAD_TOKEN, seqs), torch.softmax(logp, 0))
 
 
 def block_process_law(target: ToyLM, draft: ToyLM, length: int, gamma: int) -> torch.Tensor:
     """Law of the uncorrected process (N = 1): first token and every bonus from p, draft tokens from q."""
-    seqs = torch.tensor(list(itertools.product(range(VOCAB), repeat=length)), dtype=torch.int64)
-    m = seqs.shape[0]
-    logp = torch.zeros(m, dtype=torch.float64)
-    prev2 = prev1 = torch.full((m,), VOCAB)
-    for t in range(length):
-        from_target = t == 0 or (t - 1) % (gamma + 1) == gamma
-        model = target if from_target else draft
-        logp += torch.log_softmax(model.at(torch.full((m,), t), prev2, prev1), -1).gather(-1, seqs[:, t : t + 1])[:, 0]
-        prev2, prev1 = prev1, seqs[:, t]
-    law = torch.zeros((VOCAB + 1) ** length, dtype=torch.float64)
-    return law.index_add_(0, codes(seqs), logp.exp())
+
+    def model_at(t: int) -> ToyLM:
+        return target if t == 0 or (t - 1) % (gamma + 1) == gamma else draft
+
+    seqs = _all_sequences(length)
+    return _law(seqs, _sequence_log_probs(seqs, model_at).exp())
 
 
 def empirical_law(sequences: torch.Tensor, size: int) -> torch.Tensor:
