@@ -30,6 +30,9 @@ def specplug_plugin_info() -> PluginInfo:
             MethodInfo(
                 "smc", "method", "available", "SMC-SD core (core.smc) on the reference runner; engines: see plugins"
             ),
+            MethodInfo("csd", "verifier", "available", "CSD calibrated greedy chain verification (lossy)"),
+            MethodInfo("csd_tree", "verifier", "available", "CSD calibrated greedy token-tree verification"),
+            MethodInfo("correction", "memory", "available", "CSD's online correction memory (namespaced file)"),
         ),
         summary="engine-free algorithms and the call hooks (specplug_propose / specplug_verify)",
     )
@@ -76,6 +79,31 @@ def specplug_make_verifier(method: str, config: Mapping[str, Any]) -> Verifier |
         from specplug.core.verifiers.rejection import RejectionSamplingVerifier
 
         return RejectionSamplingVerifier(**settings(method, config, {"temperature": 1.0}))
+    if method in {"csd", "csd_tree"}:
+        from specplug.core.csd.config import CSDConfig
+        from specplug.core.verifiers.calibrated import CalibratedChainVerifier, CalibratedTreeVerifier
+
+        cfg = CSDConfig.from_mapping(config)
+        bank = _correction_bank(cfg)
+        kind = CalibratedChainVerifier if method == "csd" else CalibratedTreeVerifier
+        return kind(bank.memory(cfg.namespace), cfg, update_memory=cfg.online)
+    return None
+
+
+def _correction_bank(cfg: Any) -> Any:
+    from specplug.core.memory.correction_bank import CorrectionMemoryBank
+
+    if cfg.memory_path is None:
+        return CorrectionMemoryBank(cfg.max_pairs)
+    return CorrectionMemoryBank.load(cfg.memory_path, cfg.max_pairs)
+
+
+@hookimpl
+def specplug_make_memory(kind: str, config: Mapping[str, Any]) -> Any | None:
+    if kind == "correction":
+        from specplug.core.csd.config import CSDConfig
+
+        return _correction_bank(CSDConfig.from_mapping(config))
     return None
 
 

@@ -29,9 +29,11 @@ class GenerationStats:
     row_forwards: int = 0  # forward passes summed over the rows they served (AR: one per output token)
     proposed: int = 0
     accepted: int = 0
+    rescued: int = 0  # accepted drafts that only a relaxed rule (CSD) kept
     output_tokens: int = 0
     wall_s: float = 0.0
     accepted_per_step: list[int] = field(default_factory=list)  # one entry per (row, step) that had a draft
+    proposed_per_step: list[int] = field(default_factory=list)  # aligned with accepted_per_step
 
     @property
     def acceptance_rate(self) -> float:
@@ -56,6 +58,10 @@ class GenerationResult:
     first_token_s: list[float]  # per row, seconds from the start of generate()
     finish_s: list[float]
     forwards: list[int]  # per row, target forwards it took part in
+
+
+def _rows(values: torch.Tensor | None, active: list[bool]) -> torch.Tensor | None:
+    return None if values is None else values[torch.tensor(active)]
 
 
 class ReferenceRunner:
@@ -127,6 +133,7 @@ class ReferenceRunner:
                     request_ids=[i for i, a in zip(ids, active, strict=True) if a],
                     num_proposed=draft.num_tokens[torch.tensor(active)],
                     num_accepted=result.num_accepted[torch.tensor(active)],
+                    num_rescued=_rows(getattr(result, "num_rescued", None), active),
                 )
             )
         stats.wall_s = time.perf_counter() - start
@@ -148,6 +155,8 @@ class ReferenceRunner:
     def _commit(self, result, draft, active, committed, outputs, done, max_new_tokens, stats) -> None:
         emitted = result.output_tokens.tolist()
         accepted = result.num_accepted.tolist()
+        rescued = getattr(result, "num_rescued", None)
+        rescued = rescued.tolist() if rescued is not None else [0] * len(accepted)
         for row, is_active in enumerate(active):
             if not is_active:
                 continue
@@ -164,6 +173,8 @@ class ReferenceRunner:
             if int(draft.num_tokens[row]) > 0:
                 stats.proposed += int(draft.num_tokens[row])
                 stats.accepted += accepted[row]
+                stats.rescued += rescued[row]
                 stats.accepted_per_step.append(accepted[row])
+                stats.proposed_per_step.append(int(draft.num_tokens[row]))
             if len(outputs[row]) >= max_new_tokens:
                 done[row] = True

@@ -127,7 +127,7 @@ def test_core_provides_the_standard_methods_with_validated_settings() -> None:
     from specplug.core.errors import ConfigError
 
     pm = create_plugin_manager(load_entry_points=False)
-    assert {m.name for m in pm.methods("verifier")} == {"greedy", "greedy_tree", "rejection"}
+    assert {m.name for m in pm.methods("verifier")} == {"greedy", "greedy_tree", "rejection", "csd", "csd_tree"}
     assert {m.name for m in pm.methods("proposer")} == {"ngram", "draft_model"}
     assert pm.make_proposer("ngram", {"num_speculative_tokens": 3}).k == 3
     assert pm.make_verifier("rejection", {"temperature": 0.5}).temperature == 0.5
@@ -137,3 +137,7 @@ def test_core_provides_the_standard_methods_with_validated_settings() -> None:
         pm.make_proposer("ngram", {"prompt_lookup_min": 2, "prompt_lookup_max": 1})
     with pytest.raises(ConfigError, match="model=None"):
         pm.make_proposer("draft_model", {})
+    csd = pm.make_verifier("csd", {"lam": 3, "namespace": "t1", "online": False})
+    assert csd.config.lam == 3 and csd.update_memory is False
+    with pytest.raises(ConfigError, match="tau=2"):
+        pm.make_verifier("csd_tree", {"tau": 2})

@@ -1,0 +1,76 @@
+"""CSD settings, validated at startup so that a bad value never reaches a serving loop.
+
+Defaults are the paper's as reported (γ=6 draft tokens, λ=6 observations before a pair is rescuable, τ=0.01:
+a rescued token must be at least 1% as likely as the target's top token). `lam = inf` or `tau = 1` turn CSD
+back into standard greedy speculative decoding exactly; that is how calibration runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from specplug.core.config import settings
+from specplug.core.errors import ConfigError
+
+METHOD = "csd"
+MAX_PAIRS_LIMIT = 1 << 26  # 64M pairs: far beyond any vocabulary pair set seen in practice, still fits in RAM
+
+
+@dataclass(frozen=True)
+class CSDConfig:
+    lam: float = 6
+    tau: float = 0.01
+    gamma: int = 6
+    max_pairs: int = 1_000_000
+    memory_path: str | None = None
+    namespace: str = "default"
+    online: bool = True
+    save_path: str | None = None
+
+    def __post_init__(self) -> None:
+        lam = self.lam
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not (lam == math.inf or lam >= 1):
+            raise ConfigError("lam", lam, "an integer ≥ 1, or inf (never rescue: standard SD)", method=METHOD)
+        if lam != math.inf and lam != int(lam):
+            raise ConfigError("lam", lam, "a whole number of observations (or inf)", method=METHOD)
+        tau = self.tau
+        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau <= 1:
+            raise ConfigError("tau", tau, "a probability ratio in (0, 1] (1 = standard SD)", method=METHOD)
+        _integer("gamma", self.gamma, 1, 128)
+        _integer("max_pairs", self.max_pairs, 1, MAX_PAIRS_LIMIT)
+        if not isinstance(self.namespace, str) or not self.namespace or len(self.namespace) > 200:
+            raise ConfigError("namespace", self.namespace, "a non-empty name of at most 200 characters", method=METHOD)
+        if not isinstance(self.online, bool):
+            raise ConfigError("online", self.online, "true or false", method=METHOD)
+        for name in ("memory_path", "save_path"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(name, value, "a file path, or null", method=METHOD)
+
+    @classmethod
+    def from_mapping(cls, given: Mapping[str, Any]) -> CSDConfig:
+        """Build from user settings (engine flags, JSON), refusing unknown keys so a typo is not ignored.
+
+        `lam` may be given as the string "inf" (JSON has no infinity).
+        """
+        merged = settings(METHOD, given, asdict(cls()))
+        if isinstance(merged["lam"], str) and merged["lam"].strip().lower() in {"inf", "infinity"}:
+            merged["lam"] = math.inf
+        return cls(**merged)
+
+    @property
+    def rescues(self) -> bool:
+        """False when the rule can never rescue (λ=∞ or τ=1 up to exact logit ties): standard greedy SD."""
+        return self.lam != math.inf
+
+    @property
+    def log_tau(self) -> float:
+        return math.log(self.tau)
+
+
+def _integer(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(name, value, f"an integer in [{low}, {high}]", method=METHOD)

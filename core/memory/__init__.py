@@ -1,0 +1,1 @@
+"""Memories that persist across requests: bounded, checksummed on disk, data only, namespaced."""
