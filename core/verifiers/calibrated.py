@@ -87,6 +87,34 @@ class _Calibrated:
         return pairs
 
 
+def resolve_chain(
+    tokens: torch.Tensor,
+    num_tokens: torch.Tensor,
+    best: torch.Tensor,
+    exact: torch.Tensor,
+    rescue: torch.Tensor,
+    bonus: torch.Tensor,
+) -> tuple[CalibratedVerifyResult, torch.Tensor]:
+    """Chain decisions from per-position verdicts, without touching logits (so engines with a flat token layout
+    can call it after padding only [B, K] tensors): accepted prefix, committed tokens ending with the correction
+    `best[b, n]` or, after a fully accepted chain, `bonus[b]`. Also returns the [B, K] mask of judged mismatches.
+    """
+    k = tokens.shape[1]
+    valid = positions_mask(num_tokens, k)
+    num_accepted = leading_true((exact | rescue) & valid)
+    at = num_accepted.clamp_max(max(k - 1, 0)).unsqueeze(1)
+    correction = best.gather(1, at).squeeze(1) if k else bonus
+    last = torch.where(num_accepted < num_tokens, correction, bonus)
+    out, verdicts = assemble(tokens, num_tokens, num_accepted, last)
+    rescued = positions_mask(num_accepted, k) & rescue
+    verdicts[:, :k] = torch.where(rescued, TokenVerdict.RESCUED, verdicts[:, :k])
+    judged = positions_mask(num_accepted + 1, k) & valid & ~exact
+    result = CalibratedVerifyResult(
+        num_accepted=num_accepted, output_tokens=out, verdicts=verdicts, num_rescued=rescued.sum(dim=1)
+    )
+    return result, judged
+
+
 class CalibratedChainVerifier(_Calibrated):
     """Calibrated greedy verification of one draft chain per row."""
 
@@ -94,23 +122,11 @@ class CalibratedChainVerifier(_Calibrated):
 
     def verify(self, draft: DraftBatch, target_logits: torch.Tensor, **_: object) -> CalibratedVerifyResult:
         k = draft.max_tokens
-        valid = positions_mask(draft.num_tokens, k)
         best, exact, rescue = rescue_rule(draft.tokens, target_logits[:, :k], self.memory, self.config)
-        num_accepted = leading_true((exact | rescue) & valid)
-        last = target_logits.argmax(dim=-1).gather(1, num_accepted.unsqueeze(1)).squeeze(1)
-        tokens, verdicts = assemble(draft.tokens, draft.num_tokens, num_accepted, last)
-        kept = positions_mask(num_accepted, k)
-        rescued = kept & rescue
-        verdicts[:, :k] = torch.where(rescued, TokenVerdict.RESCUED, verdicts[:, :k])
-        judged = positions_mask(num_accepted + 1, k) & valid & ~exact
-        mismatches = self._learn(draft.tokens, best, judged)
-        return CalibratedVerifyResult(
-            num_accepted=num_accepted,
-            output_tokens=tokens,
-            verdicts=verdicts,
-            mismatches=mismatches,
-            num_rescued=rescued.sum(dim=1),
-        )
+        bonus = target_logits.argmax(dim=-1).gather(1, draft.num_tokens.unsqueeze(1)).squeeze(1)
+        result, judged = resolve_chain(draft.tokens, draft.num_tokens, best, exact, rescue, bonus)
+        result.mismatches = self._learn(draft.tokens, best, judged)
+        return result
 
 
 class CalibratedTreeVerifier(_Calibrated):

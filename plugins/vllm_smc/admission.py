@@ -51,14 +51,23 @@ def unsupported_features(params: Any) -> list[str]:
     return reasons
 
 
-class SMCAdmission(LogitsProcessor):
-    """Refuses requests SMC-SD cannot serve; changes no logits."""
+class RefusingAdmission(LogitsProcessor):
+    """A logits processor that only refuses requests (changes no logits); subclasses say what and why."""
+
+    method_name = "specplug"
+    display_name = "specplug"
+
+    @staticmethod
+    def reasons(sampling_params: Any) -> list[str]:
+        raise NotImplementedError
 
     @classmethod
     def validate_params(cls, sampling_params: Any) -> None:
-        reasons = unsupported_features(sampling_params)
+        reasons = cls.reasons(sampling_params)
         if reasons:
-            raise ValueError(f"{METHOD}: this request cannot be served with SMC-SD: " + "; ".join(reasons))
+            raise ValueError(
+                f"{cls.method_name}: this request cannot be served with {cls.display_name}: " + "; ".join(reasons)
+            )
 
     def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None:
         del vllm_config, device, is_pin_memory
@@ -71,3 +80,11 @@ class SMCAdmission(LogitsProcessor):
 
     def update_state(self, batch_update: Any) -> None:
         del batch_update
+
+
+class SMCAdmission(RefusingAdmission):
+    """Refuses requests SMC-SD cannot serve; changes no logits."""
+
+    method_name = METHOD
+    display_name = "SMC-SD"
+    reasons = staticmethod(unsupported_features)

