@@ -1,4 +1,5 @@
-"""SGLang's `sglang.srt.plugins` entry point. SGLang calls `register()` in each of its processes."""
+"""SGLang's `sglang.srt.plugins` entry point. SGLang calls `register()` in each of its processes
+(`sglang/srt/plugins/__init__.py:103-141`: launcher, tokenizer, scheduler, detokenizer)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ from specplug.core.plugin_manager import get_plugin_manager
 
 
 def _install() -> None:
-    # `SpeculativeAlgorithm.register("CSD", ...)` joins here once the CSD worker exists.
     get_plugin_manager()
+    # `--speculative-algorithm CSD`. Light: needs SGLang's spec_info only; the worker (and its verify hook) come
+    # in the scheduler process when the algorithm is actually selected.
+    from specplug.plugins.sglang_csd.registration import register_csd
+
+    register_csd()
 
 
 BOOTSTRAP = EngineBootstrap("sglang", _install)

@@ -12,7 +12,13 @@ def specplug_plugin_info() -> PluginInfo:
         name="sglang_csd",
         engine="sglang",
         methods=(
-            MethodInfo("csd", "method", "planned", "CSD: calibrated acceptance with an online correction memory"),
+            MethodInfo(
+                "csd",
+                "method",
+                "experimental",
+                "CSD on SGLang's NGRAM worker (--speculative-algorithm CSD): registration, argument handling and "
+                "the verify hook are tested against SGLang 0.5.23 on CPU; serving needs a GPU and is unverified",
+            ),
         ),
-        summary="SGLang adapter (sglang.srt.plugins bootstrap; --speculative-algorithm CSD)",
+        summary="SGLang adapter (sglang.srt.plugins bootstrap; --speculative-algorithm CSD, SPECPLUG_CSD_CONFIG)",
     )
