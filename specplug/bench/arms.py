@@ -2,8 +2,10 @@
 
 ar                      no speculation
 ngram[:k=4:min=2:max=4] prompt-lookup n-gram drafts (vLLM's built-in `ngram`, or core's on the reference engine)
-draft_model:model=PATH[:k=4:layers=N]  a draft model sharing the tokenizer (`layers` keeps its first N layers,
-                        reference engine only)
+draft_model:model=PATH[:k=4:layers=N]  a draft model sharing the tokenizer (`layers` keeps its first N layers;
+                        on vLLM that early-exit draft is written once as a checkpoint)
+csd[:proposer=ngram|draft_model:…:lam=6:tau=0.01:memory=FILE]  CSD's calibrated verification over the n-gram or
+                        draft-model proposer (their keys apply); no memory file = a cold memory that learns online
 """
 
 from __future__ import annotations
@@ -18,7 +20,19 @@ ARM_KINDS: dict[str, dict[str, Any]] = {
     "ar": {},
     "ngram": {"k": 4, "min": 2, "max": 4},
     "draft_model": {"model": None, "k": 4, "layers": None},
+    "csd": {
+        "proposer": "ngram",
+        "k": 6,
+        "min": 2,
+        "max": 4,
+        "model": "",
+        "layers": None,
+        "lam": 6,
+        "tau": 0.01,
+        "memory": "",
+    },
 }
+CSD_PROPOSERS = ("ngram", "draft_model")
 
 
 @dataclass(frozen=True)
@@ -54,7 +68,36 @@ def parse_arm(spec: str) -> Arm:
     missing = [k for k, v in options.items() if v is None and ARM_KINDS[kind][k] is None and k != "layers"]
     if missing:
         raise ConfigError("arm", spec, f"{kind} needs {', '.join(f'{m}=…' for m in missing)}")
-    return Arm(label=spec.strip(), kind=kind, options=options)
+    arm = Arm(label=spec.strip(), kind=kind, options=options)
+    if kind == "csd":
+        if options["proposer"] not in CSD_PROPOSERS:
+            raise ConfigError("arm", spec, f"csd proposer= one of {', '.join(CSD_PROPOSERS)}")
+        if options["proposer"] == "draft_model" and not options["model"]:
+            raise ConfigError("arm", spec, "csd with proposer=draft_model needs model=…")
+        from specplug.core.csd.config import CSDConfig
+
+        CSDConfig.from_mapping(csd_settings(arm))  # bad λ/τ fail here, before any engine starts
+    return arm
+
+
+def proposer_arm(arm: Arm) -> Arm:
+    """The proposer a CSD arm verifies, as the plain arm the engines already know how to build."""
+    if arm.kind != "csd":
+        return arm
+    o = arm.options
+    keys = ARM_KINDS[o["proposer"]]
+    return Arm(label=arm.label, kind=o["proposer"], options={k: o[k] for k in keys})
+
+
+def csd_settings(arm: Arm) -> dict[str, Any]:
+    """CSD's own settings of a csd arm (the engine-neutral CSDConfig keys)."""
+    o = arm.options
+    lam = o["lam"]
+    return {
+        "lam": "inf" if str(lam).lower() in {"inf", "infinity"} else lam,
+        "tau": o["tau"],
+        "memory_path": o["memory"] or None,
+    }
 
 
 def parse_arms(text: str) -> list[Arm]:

@@ -118,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         model_path = resolve_model(s.model)
         # Every dataset is loaded and tokenized before any arm runs: a bad one fails the run at the start.
         workloads = {ds: build_workload(model_path, ds, s.num_prompts) for ds in datasets}
+        for workload in workloads.values():
+            check_memories(arms, workload)
     except ConfigError as exc:
         print(f"specplug bench: {exc}", file=sys.stderr)
         return 2
@@ -129,6 +131,29 @@ def run(args: argparse.Namespace) -> int:
             print(f"[specplug bench] dataset {ds} -> {out}", file=sys.stderr)
         rc = max(rc, _run_dataset(s, ds, arms, concurrencies, model_path, workload, out))
     return rc
+
+
+def check_memories(arms: list[Arm], workload) -> None:
+    """Refuse a CSD memory file that is unreadable or was calibrated on prompts this run measures (or warms up on)."""
+    from specplug.core.memory.correction_bank import CorrectionMemoryBank
+    from specplug.core.memory.persist import DataFileError
+
+    for arm in arms:
+        path = arm.options.get("memory") if arm.kind == "csd" else None
+        if not path:
+            continue
+        try:
+            bank = CorrectionMemoryBank.load(path)
+        except DataFileError as exc:
+            raise ConfigError("arm", arm.label, f"a readable CSD memory file ({exc.reason})") from None
+        seen = bank.overlap(workload.prompts + workload.warmup)
+        if seen:
+            raise ConfigError(
+                "arm",
+                arm.label,
+                f"a memory calibrated on other prompts: {len(seen)} of this run's prompts calibrated {path} "
+                "(calibrate with `specplug csd calibrate --skip N` on a disjoint slice)",
+            )
 
 
 def _run_dataset(s, dataset: str, arms: list[Arm], concurrencies, model_path, workload, out: Path) -> int:

@@ -29,6 +29,7 @@ class ArmRun:
     num_accepted_tokens: int = 0
     accepted_per_draft: list[int] = field(default_factory=list)  # histogram source, where the engine gives it
     error: str | None = None
+    num_rescued: int | None = None  # accepted drafts only CSD's calibrated rule kept (None: not a CSD arm)
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -59,6 +60,7 @@ def summarize(run: ArmRun, reference: ArmRun | None) -> dict:
         "num_drafts": run.num_drafts,
         "num_draft_tokens": run.num_draft_tokens,
         "num_accepted_tokens": run.num_accepted_tokens,
+        "num_rescued": run.num_rescued,
         "exact_match": None,
         "accuracy": None,
     }

@@ -10,12 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-from specplug.bench.arms import Arm
+from specplug.bench.arms import Arm, csd_settings, proposer_arm
 from specplug.bench.measure import ArmRun, RequestRecord
 from specplug.bench.workload import Workload
 
 
-def _proposer(arm: Arm, target, model_path: Path):
+def make_proposer(arm: Arm, target, model_path: Path):
+    arm = proposer_arm(arm)
     if arm.kind == "ar":
         return None
     if arm.kind == "ngram":
@@ -34,6 +35,19 @@ def _proposer(arm: Arm, target, model_path: Path):
     raise ValueError(f"the reference engine has no arm kind {arm.kind}")
 
 
+def make_verifier(arm: Arm):
+    """None (the runner's greedy default) except for CSD arms, whose memory persists across the arm's batches."""
+    if arm.kind != "csd":
+        return None
+    from specplug.core.csd.config import CSDConfig
+    from specplug.core.memory.correction_bank import CorrectionMemoryBank
+    from specplug.core.verifiers.calibrated import CalibratedChainVerifier
+
+    config = CSDConfig.from_mapping(csd_settings(arm))
+    bank = CorrectionMemoryBank.load(config.memory_path) if config.memory_path else CorrectionMemoryBank()
+    return CalibratedChainVerifier(bank.memory(config.namespace), config)
+
+
 def run_arm(arm: Arm, model_path: Path, workload: Workload, concurrencies: list[int], max_tokens: int) -> list[ArmRun]:
     from tqdm import tqdm
 
@@ -42,24 +56,38 @@ def run_arm(arm: Arm, model_path: Path, workload: Workload, concurrencies: list[
 
     target = load_causal_lm(model_path)
     runner = ReferenceRunner(target, eos_token_ids=workload.eos_token_ids)
-    proposer = _proposer(arm, target, model_path)
-    runner.generate(workload.warmup, min(max_tokens, 8), proposer=proposer)  # warm-up, not measured
+    proposer = make_proposer(arm, target, model_path)
+    verifier = make_verifier(arm)
+    runner.generate(workload.warmup, min(max_tokens, 8), proposer=proposer, verifier=verifier)  # not measured
     runs = []
     for conc in concurrencies:
         records: list[RequestRecord] = []
-        drafts = draft_tokens = accepted = 0
+        drafts = draft_tokens = accepted = rescued = 0
         hist: list[int] = []
         start = time.perf_counter()
         starts = range(0, len(workload.prompts), conc)
         for first in tqdm(starts, desc=f"  {arm.label} c={conc}", unit="batch", file=sys.stderr, leave=False):
             batch = workload.prompts[first : first + conc]
-            got = runner.generate(batch, max_tokens, proposer=proposer)
+            got = runner.generate(batch, max_tokens, proposer=proposer, verifier=verifier)
             for i, tokens in enumerate(got.tokens):
                 records.append(RequestRecord(first + i, tokens, got.first_token_s[i], got.finish_s[i], got.forwards[i]))
             drafts += len(got.stats.accepted_per_step)
             draft_tokens += got.stats.proposed
             accepted += got.stats.accepted
+            rescued += got.stats.rescued
             hist.extend(got.stats.accepted_per_step)
         wall = time.perf_counter() - start
-        runs.append(ArmRun(arm.label, conc, records, wall, drafts, draft_tokens, accepted, hist))
+        runs.append(
+            ArmRun(
+                arm.label,
+                conc,
+                records,
+                wall,
+                drafts,
+                draft_tokens,
+                accepted,
+                hist,
+                num_rescued=rescued if verifier is not None else None,
+            )
+        )
     return runs

@@ -66,8 +66,8 @@ def markdown(results: dict) -> str:
         else "Accuracy: n/a (this dataset has no gold answers the bench scores).",
         "",
         "| round | conc | arm | out tok/s | × ar | × best built-in | TTFT ms | TPOT ms | p50 e2e ms "
-        "| mean acc. len | acc. rate | fwd/token | exact match vs ar | accuracy |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| mean acc. len | acc. rate | rescued | fwd/token | exact match vs ar | accuracy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["records"]:
         if "error" in r:
@@ -81,14 +81,16 @@ def markdown(results: dict) -> str:
             f"| {_fmt(r.get('speedup_vs_ar'))} | {_fmt(r.get('speedup_vs_best_builtin'))} "
             f"| {_fmt(r['ttft_ms'], '.0f')} "
             f"| {_fmt(r['tpot_ms'], '.1f')} | {_fmt(r['e2e_latency_ms']['p50'], '.0f')} "
-            f"| {_fmt(r['mean_accepted_length'])} | {_fmt(r['acceptance_rate'])} "
+            f"| {_fmt(r['mean_accepted_length'])} | {_fmt(r['acceptance_rate'])} | {_fmt(r.get('num_rescued'), 'd')} "
             f"| {_fmt(r['target_forwards_per_token'], '.3f')} | {_fmt(r['exact_match'])} | {accuracy} |"
         )
     lines += [
         "",
         "Ratios are within one run (same round, same concurrency). Absolute times on shared CPUs are noise; "
         "exact match is the fraction of prompts whose greedy output equals the `ar` arm's token for token; "
-        "accuracy is the task score of each arm's own outputs against the dataset's gold answers.",
+        "accuracy is the task score of each arm's own outputs against the dataset's gold answers. "
+        "`rescued` counts accepted draft tokens that only CSD's calibrated rule kept (included in acc. rate); "
+        "CSD is lossy, so its exact match is its agreement with the target's own greedy output.",
     ]
     if results.get("plots"):
         lines += ["", *(f"![{Path(name).stem}]({name})" for name in results["plots"])]

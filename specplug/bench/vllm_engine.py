@@ -13,11 +13,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from specplug.bench.arms import Arm
+from specplug.bench.arms import Arm, csd_settings, proposer_arm
 from specplug.bench.measure import ArmRun, RequestRecord
 from specplug.bench.workload import Workload
 
-ENGINE_ENV = {"VLLM_USE_V2_MODEL_RUNNER": "0", "VLLM_CPU_KVCACHE_SPACE": "4", "TOKENIZERS_PARALLELISM": "false"}
+# VLLM_ALLOW_INSECURE_SERIALIZATION lets the worker ask every arm's engine for specplug's counters through
+# `collective_rpc` with a function (it only changes how control messages are serialized, the same in every arm).
+ENGINE_ENV = {
+    "VLLM_USE_V2_MODEL_RUNNER": "0",
+    "VLLM_CPU_KVCACHE_SPACE": "4",
+    "TOKENIZERS_PARALLELISM": "false",
+    "VLLM_ALLOW_INSECURE_SERIALIZATION": "1",
+}
 
 
 def engine_args(max_concurrency: int, max_model_len: int) -> dict:
@@ -35,6 +42,7 @@ def engine_args(max_concurrency: int, max_model_len: int) -> dict:
 
 
 def speculative_config(arm: Arm) -> dict | None:
+    arm = proposer_arm(arm)
     o = arm.options
     if arm.kind == "ar":
         return None
@@ -46,12 +54,22 @@ def speculative_config(arm: Arm) -> dict | None:
             "prompt_lookup_max": o["max"],
         }
     if arm.kind == "draft_model":
-        if o.get("layers") is not None:
-            raise ValueError("draft_model:layers=… is only available on the reference engine")
         from specplug.core.assets import resolve_model
 
-        return {"method": "draft_model", "model": str(resolve_model(o["model"])), "num_speculative_tokens": o["k"]}
+        draft = resolve_model(o["model"])
+        if o.get("layers") is not None:
+            from specplug.core.reference.models import early_exit_checkpoint
+
+            draft = early_exit_checkpoint(draft, int(o["layers"]))
+        return {"method": "draft_model", "model": str(draft), "num_speculative_tokens": o["k"]}
     raise ValueError(f"vLLM has no arm kind {arm.kind}")
+
+
+def additional_config(arm: Arm) -> dict | None:
+    """specplug's own settings for the arm, passed the way a vLLM user passes them (`--additional-config`)."""
+    if arm.kind != "csd":
+        return None
+    return {"specplug": {"method": "csd", **csd_settings(arm)}}
 
 
 def _run_worker(label: str, job: Path, result: Path, progress: Path, log: Path, total: int, timeout_s: float) -> int:
@@ -75,13 +93,22 @@ def _run_worker(label: str, job: Path, result: Path, progress: Path, log: Path, 
 
 
 def run_arm(
-    arm: Arm, model_path: Path, workload: Workload, concurrencies: list[int], max_tokens: int, timeout_s: float
+    arm: Arm,
+    model_path: Path,
+    workload: Workload,
+    concurrencies: list[int],
+    max_tokens: int,
+    timeout_s: float,
+    save_memory: Path | None = None,
 ) -> list[ArmRun]:
+    """Run one arm in its own engine process. `save_memory`: where a CSD arm's memory is written at the end."""
     longest = max(len(p) for p in workload.prompts + workload.warmup)
     args = engine_args(max(concurrencies), max_model_len=longest + max_tokens + 16)
     spec = speculative_config(arm)
     if spec is not None:
         args["speculative_config"] = spec
+    if (extra := additional_config(arm)) is not None:
+        args["additional_config"] = extra
     with tempfile.TemporaryDirectory(prefix="specplug-bench-") as tmp:
         job, result = Path(tmp) / "job.json", Path(tmp) / "result.json"
         progress, log = Path(tmp) / "progress", Path(tmp) / "worker.log"
@@ -97,6 +124,7 @@ def run_arm(
                     "max_tokens": max_tokens,
                     "concurrencies": concurrencies,
                     "progress": str(progress),
+                    "save_memory": str(save_memory) if save_memory else None,
                 }
             )
         )
@@ -119,6 +147,7 @@ def run_arm(
                 r["num_draft_tokens"],
                 r["num_accepted_tokens"],
                 accepted_lengths(r["num_drafts"], r.get("accepted_per_pos", [])),
+                num_rescued=r.get("num_rescued"),
             )
         )
     return runs

@@ -93,6 +93,13 @@ def _run(
     return sorted(done, key=lambda r: r["index"]), time.perf_counter() - start
 
 
+def _specplug_report(llm) -> dict | None:
+    """CSD's counters from the engine's workers (None when the arm has no CSD sampler)."""
+    from specplug.plugins.vllm_smc.csd_sampler import csd_rpc
+
+    return next((r for r in llm.collective_rpc(csd_rpc, args=("report",)) if r is not None), None)
+
+
 def main(job_path: str, result_path: str) -> None:
     job = json.loads(Path(job_path).read_text())
     os.environ.update(job["env"])
@@ -101,13 +108,18 @@ def main(job_path: str, result_path: str) -> None:
     llm = LLM(model=job["model"], **job["engine_args"])
     progress = Path(job["progress"]) if job.get("progress") else None
     _run(llm, job["warmup"], min(job["max_tokens"], 16), max(job["concurrencies"]), progress)  # warm-up, not measured
+    csd = job["engine_args"].get("additional_config") is not None
+    if csd and _specplug_report(llm) is None:
+        raise RuntimeError("CSD was requested but the engine has no CSD sampler: specplug's vLLM bootstrap did not run")
     runs = []
     for conc in job["concurrencies"]:
         before = _counters(llm)
+        rescued_before = _specplug_report(llm)["stats"]["rescued"] if csd else 0
         requests, wall = _run(llm, job["prompts"], job["max_tokens"], conc, progress)
         after = _counters(llm)
         deltas = {k: int(after[k] - before[k]) for k in after if k != "accepted_per_pos"}
         deltas["accepted_per_pos"] = _combine(after["accepted_per_pos"], before["accepted_per_pos"], -1)
+        deltas["num_rescued"] = _specplug_report(llm)["stats"]["rescued"] - rescued_before if csd else None
         runs.append({"concurrency": conc, "requests": requests, "wall_s": wall, **deltas})
         print(
             f"[specplug bench] {job['arm']} c={conc}: {sum(len(r['output_token_ids']) for r in requests)} tokens "
@@ -115,6 +127,12 @@ def main(job_path: str, result_path: str) -> None:
             file=sys.stderr,
             flush=True,
         )
+    if job.get("save_memory"):
+        from specplug.plugins.vllm_smc.csd_sampler import csd_rpc
+
+        saved = [r for r in llm.collective_rpc(csd_rpc, args=("save", job["save_memory"])) if r is not None]
+        if not saved or not saved[0]["saved"]:
+            raise RuntimeError(f"could not save the CSD memory to {job['save_memory']}")
     Path(result_path).write_text(json.dumps({"runs": runs}))
 
 

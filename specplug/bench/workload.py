@@ -55,7 +55,8 @@ def _load(dataset: str, limit: int) -> list:
     return load_dataset(name, category=part, limit=limit)
 
 
-def build_workload(model_path: Path, dataset: str, num_prompts: int, num_warmup: int = 2) -> Workload:
+def build_workload(model_path: Path, dataset: str, num_prompts: int, num_warmup: int = 2, skip: int = 0) -> Workload:
+    """The first `num_prompts` records after `skip` (measured), then `num_warmup` more for warm-up."""
     if dataset in RANDOM_NAMES:
         raise ConfigError("dataset", dataset, "a real prompt set (random tokens inflate speculative throughput ~23%)")
     if num_prompts < 1:
@@ -66,12 +67,14 @@ def build_workload(model_path: Path, dataset: str, num_prompts: int, num_warmup:
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_path))
     try:
-        records = _load(dataset, num_prompts + num_warmup)
+        records = _load(dataset, skip + num_prompts + num_warmup)[skip:]
     except AssetError as exc:
         raise ConfigError("dataset", dataset, str(exc)) from exc
     if len(records) < num_prompts + num_warmup:
         raise ConfigError(
-            "num_prompts", num_prompts, f"at most {len(records) - num_warmup} for {dataset} ({num_warmup} for warm-up)"
+            "num_prompts",
+            num_prompts,
+            f"at most {len(records) - num_warmup} for {dataset} after skipping {skip} ({num_warmup} for warm-up)",
         )
     measured, warm = records[:num_prompts], records[num_prompts:]
     eos = {tokenizer.eos_token_id} | {

@@ -1,0 +1,132 @@
+"""`specplug csd calibrate`: offline calibration of CSD's correction memory.
+
+It runs *standard* greedy speculative decoding (CSD with λ = ∞: nothing is rescued, every rejection is counted)
+over a prompt slice on an engine — vLLM (the real engine, through the same worker as `specplug bench`) or the
+reference runner — and writes the memory file. The digests of the calibration prompts (measured and warm-up)
+go into the file, so `specplug bench` refuses to measure a CSD arm on prompts its memory has seen; `--skip`
+picks a slice disjoint from the bench's first prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from specplug.core.errors import ConfigError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    csd = sub.add_parser("csd", help="CSD tools (calibrated speculative decoding)")
+    csd_sub = csd.add_subparsers(dest="csd_command", metavar="CSD_COMMAND", required=True)
+    p = csd_sub.add_parser(
+        "calibrate",
+        help="count the (draft, target) rejection pairs of standard SD on a prompt set into a memory file",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--engine", choices=("vllm", "reference"), default="vllm")
+    p.add_argument("--model", default="smollm2-135m", help="target model asset or checkpoint directory")
+    p.add_argument("--dataset", default="mtbench", help="dataset (as for `specplug bench`)")
+    p.add_argument("--num-prompts", type=int, default=32)
+    p.add_argument("--skip", type=int, default=32, help="skip the dataset's first N prompts (keep them for benches)")
+    p.add_argument(
+        "--proposer",
+        default="ngram",
+        help="the drafter, as a csd arm's proposer settings: ngram[:k=6:min=2:max=4] or draft_model:model=M[:layers=N]",
+    )
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--namespace", default="default", help="memory namespace (e.g. one per target/draft pair)")
+    p.add_argument("--out", required=True, help="memory file to write (JSON, checksummed, written atomically)")
+    p.add_argument("--arm-timeout", type=float, default=3600.0)
+
+
+def _calibration_arm(proposer: str):
+    from specplug.bench.arms import parse_arm
+
+    kind, _, rest = proposer.partition(":")
+    return parse_arm(f"csd:proposer={kind}:lam=inf" + (f":{rest}" if rest else ""))
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.num_prompts < 1 or args.skip < 0 or args.concurrency < 1 or args.max_tokens < 1:
+            raise ConfigError("num_prompts/skip/concurrency/max_tokens", None, "positive values (skip ≥ 0)")
+        arm = _calibration_arm(args.proposer)
+        from specplug.bench.workload import build_workload
+        from specplug.core.assets import resolve_model
+
+        model_path = resolve_model(args.model)
+        workload = build_workload(model_path, args.dataset, args.num_prompts, skip=args.skip)
+    except ConfigError as exc:
+        print(f"specplug csd calibrate: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    began = time.perf_counter()
+    print(
+        f"[specplug csd] calibrating on {len(workload.prompts)} prompts of {args.dataset} (after {args.skip}) "
+        f"with {arm.options['proposer']} drafts on {args.engine} ...",
+        file=sys.stderr,
+    )
+    if args.engine == "vllm":
+        bank = _calibrate_vllm(arm, model_path, workload, args, out)
+    else:
+        bank = _calibrate_reference(arm, model_path, workload, args)
+    bank.record_calibration(workload.prompts + workload.warmup)
+    bank.metadata.update(
+        {
+            "kind": "calibration",
+            "engine": args.engine,
+            "model": args.model,
+            "dataset": args.dataset,
+            "skip": args.skip,
+            "num_prompts": args.num_prompts,
+            "proposer": args.proposer,
+            "max_tokens": args.max_tokens,
+        }
+    )
+    bank.save(out)
+    summary = bank.summary().get(args.namespace, {})
+    print(
+        f"[specplug csd] wrote {out}: {summary.get('pairs', 0)} pairs from {summary.get('observations', 0)} "
+        f"rejections in {time.perf_counter() - began:.0f}s; top pairs {bank.memory(args.namespace).top(5)}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _calibrate_vllm(arm, model_path, workload, args, out: Path):
+    """One vLLM engine with CSD at λ=∞ (standard SD that counts rejections); its worker saves the memory."""
+    from specplug.bench import vllm_engine
+    from specplug.core.memory.correction_bank import CorrectionMemoryBank
+
+    if args.namespace != "default":
+        raise ConfigError("namespace", args.namespace, "default on vLLM calibration (rename with the file API)")
+    vllm_engine.run_arm(
+        arm, model_path, workload, [args.concurrency], args.max_tokens, args.arm_timeout, save_memory=out
+    )
+    return CorrectionMemoryBank.load(out)
+
+
+def _calibrate_reference(arm, model_path, workload, args):
+    from specplug.bench.arms import proposer_arm
+    from specplug.bench.reference_engine import make_proposer
+    from specplug.core.csd.config import CSDConfig
+    from specplug.core.memory.correction_bank import CorrectionMemoryBank
+    from specplug.core.reference.models import load_causal_lm
+    from specplug.core.reference.runner import ReferenceRunner
+    from specplug.core.verifiers.calibrated import CalibratedChainVerifier
+
+    target = load_causal_lm(model_path)
+    bank = CorrectionMemoryBank()
+    verifier = CalibratedChainVerifier(bank.memory(args.namespace), CSDConfig.from_mapping({"lam": "inf"}))
+    proposer = make_proposer(proposer_arm(arm), target, model_path)
+    runner = ReferenceRunner(target, eos_token_ids=workload.eos_token_ids)
+    prompts = workload.prompts + workload.warmup
+    for first in range(0, len(prompts), args.concurrency):
+        runner.generate(
+            prompts[first : first + args.concurrency], args.max_tokens, proposer=proposer, verifier=verifier
+        )
+    return bank
