@@ -133,6 +133,17 @@ class CSDRejectionSampler(RejectionSampler):
         target = path or self.csd.save_path
         return bool(target) and self.bank.save_quietly(target)
 
+    def load(self, path: str) -> dict[str, Any]:
+        """Swap in the memory of another file while serving; a bad file is refused and the current memory kept."""
+        try:
+            bank = CorrectionMemoryBank.load(path, self.csd.max_pairs)
+        except DataFileError as exc:
+            log.error("specplug: %s; CSD keeps serving with its current memory", exc)
+            return {"loaded": False, "error": str(exc)}
+        # The worker runs steps and RPCs on one thread, so no step sees half a swap.
+        self.bank, self.memory = bank, bank.memory(self.csd.namespace)
+        return {"loaded": True, **self.report()}
+
     def report(self) -> dict[str, Any]:
         return {"stats": asdict(self.stats), "memory": self.bank.summary(), "config": asdict(self.csd)}
 
@@ -140,7 +151,8 @@ class CSDRejectionSampler(RejectionSampler):
 def csd_rpc(worker: Any, action: str, path: str | None = None) -> dict[str, Any] | None:
     """Run on every vLLM worker through `LLM.collective_rpc(csd_rpc, args=(action, path))`.
 
-    "report": counters and memory summary; "save": write the memory to `path` (or the configured save_path).
+    "report": counters and memory summary; "save": write the memory to `path` (or the configured save_path);
+    "load": replace the memory with the file at `path` (refused, memory kept, if the file is bad).
     Returns None on a worker whose runner has no CSD sampler.
     """
     sampler = getattr(getattr(worker, "model_runner", None), "rejection_sampler", None)
@@ -150,4 +162,6 @@ def csd_rpc(worker: Any, action: str, path: str | None = None) -> dict[str, Any]
         return {"saved": sampler.save(path), **sampler.report()}
     if action == "report":
         return sampler.report()
-    raise ValueError(f"unknown CSD action {action!r} (report, save)")
+    if action == "load" and path:
+        return sampler.load(path)
+    raise ValueError(f"unknown CSD action {action!r} (report, save, load PATH)")

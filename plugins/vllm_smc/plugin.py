@@ -11,6 +11,14 @@ def specplug_plugin_info() -> PluginInfo:
     return PluginInfo(
         name="vllm_smc",
         engine="vllm",
-        methods=(MethodInfo("smc", "method", "planned", "SMC-SD: N draft particles, importance weights, resampling"),),
-        summary="vLLM adapter (vllm.general_plugins bootstrap; custom_class proposer + scheduler_cls)",
+        methods=(
+            MethodInfo("smc", "method", "planned", "SMC-SD: N draft particles, importance weights, resampling"),
+            MethodInfo(
+                "csd",
+                "method",
+                "available",
+                "CSD's calibrated verification over vLLM's own drafters (--additional-config specplug.method=csd)",
+            ),
+        ),
+        summary="vLLM adapter (vllm.general_plugins bootstrap; model-runner patches through core.patching)",
     )

