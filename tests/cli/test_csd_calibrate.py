@@ -13,30 +13,16 @@ from specplug.core.memory.correction_bank import CorrectionMemoryBank
 
 pytestmark = pytest.mark.slow
 DRAFT = "draft_model:model=smollm2-135m:layers=4:k=3"
-COMMON = ["--dataset", "humaneval", "--max-tokens", "16", "--proposer", DRAFT, "--concurrency", "2"]
+
+
+def _calibrate(engine: str, skip: int, out: Path) -> CorrectionMemoryBank:
+    argv = ["csd", "calibrate", "--engine", engine, "--num-prompts", "2", "--skip", str(skip), "--out", str(out)]
+    assert main([*argv, "--dataset", "humaneval", "--max-tokens", "16", "--proposer", DRAFT]) == 0
+    return CorrectionMemoryBank.load(out)
 
 
 def test_reference_calibration_writes_a_memory_with_its_prompts(tmp_path: Path) -> None:
-    out = tmp_path / "ref.json"
-    assert (
-        main(
-            [
-                "csd",
-                "calibrate",
-                "--engine",
-                "reference",
-                "--num-prompts",
-                "2",
-                "--skip",
-                "40",
-                *COMMON,
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    bank = CorrectionMemoryBank.load(out)
+    bank = _calibrate("reference", 40, tmp_path / "ref.json")
     assert len(bank.calibration_prompts) == 4  # 2 calibration + 2 warm-up prompts
     assert bank.metadata["engine"] == "reference" and bank.metadata["skip"] == 40
     assert bank.memory("default").observations > 0
@@ -45,70 +31,21 @@ def test_reference_calibration_writes_a_memory_with_its_prompts(tmp_path: Path) 
 @pytest.mark.vllm
 def test_vllm_calibration_feeds_a_bench_arm_and_overlap_is_refused(tmp_path: Path, capsys) -> None:
     memory = tmp_path / "ocm.json"
-    assert (
-        main(
-            [
-                "csd",
-                "calibrate",
-                "--engine",
-                "vllm",
-                "--num-prompts",
-                "2",
-                "--skip",
-                "40",
-                *COMMON,
-                "--out",
-                str(memory),
-            ]
-        )
-        == 0
-    )
-    bank = CorrectionMemoryBank.load(memory)
+    bank = _calibrate("vllm", 40, memory)
     assert bank.metadata["engine"] == "vllm" and bank.memory("default").observations > 0
 
-    bench = [
-        "bench",
-        "--engine",
-        "vllm",
-        "--model",
-        "smollm2-135m",
-        "--dataset",
-        "humaneval",
-        "--num-prompts",
-        "2",
-        "--max-tokens",
-        "16",
-        "--concurrency",
-        "1",
-    ]
-    out = tmp_path / "bench"
-    arms = f"ar,csd:proposer={DRAFT}:lam=1:memory={memory}"
-    assert main([*bench, "--arms", arms, "--out", str(out)]) == 0
+    bench = ["bench", "--engine", "vllm", "--model", "smollm2-135m", "--dataset", "humaneval"]
+    bench += ["--num-prompts", "2", "--max-tokens", "16", "--concurrency", "1"]
+    out, csd_arm = tmp_path / "bench", f"csd:proposer={DRAFT}:lam=1:memory={memory}"
+    assert main([*bench, "--arms", f"ar,{csd_arm}", "--out", str(out)]) == 0
     records = {r["arm"]: r for r in json.loads((out / "results.json").read_text())["records"]}
-    csd = records[arms.split(",")[1]]
+    csd = records[csd_arm]
     assert csd["num_drafts"] > 0 and csd["num_rescued"] is not None and csd["num_rescued"] >= 0
     assert csd["exact_match"] is not None and csd["accuracy"] is not None
 
     # A memory calibrated on the measured prompts is refused before any engine starts.
     seen = tmp_path / "seen.json"
-    assert (
-        main(
-            [
-                "csd",
-                "calibrate",
-                "--engine",
-                "reference",
-                "--num-prompts",
-                "2",
-                "--skip",
-                "0",
-                *COMMON,
-                "--out",
-                str(seen),
-            ]
-        )
-        == 0
-    )
+    _calibrate("reference", 0, seen)
     capsys.readouterr()
     assert main([*bench, "--arms", f"ar,csd:memory={seen}", "--out", str(tmp_path / "refused")]) == 2
     assert "calibrated" in capsys.readouterr().err
