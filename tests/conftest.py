@@ -1,27 +1,46 @@
 """Shared test policy.
 
 Engine tests skip where the engine is not installed — except where the environment says the engine must be
-there (CI sets SPECPLUG_REQUIRE_ENGINES=vllm), in which case a missing engine is a failure, not a skip, so a
+there (CI sets SPECPLUG_REQUIRE_ENGINES=vllm,sglang), in which case a missing engine is a failure, not a skip, so a
 broken install can never turn the real-engine tests into silent skips.
+
+SGLang is installed in CI without its CUDA dependencies (scripts/ensure-venv.sh), so "installed" is not enough
+there: its tests also need the modules they use to import, and a failing import is reported with its cause.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 
 import pytest
 
 from specplug.core.engines import engine_status
 
+# Modules an engine's tests need beyond the distribution being installed.
+IMPORT_PROBES = {"sglang": ("sglang.srt.plugins.hook_registry", "sglang.srt.speculative.spec_info")}
+
+
+@functools.cache
+def _import_problem(name: str) -> str | None:
+    for module in IMPORT_PROBES.get(name, ()):
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            return f"{name} is installed but {module} does not import ({type(exc).__name__}: {exc})"
+    return None
+
 
 def require_engine(name: str) -> None:
-    """Skip (or fail, when required by the environment) unless engine `name` is installed."""
-    if engine_status(name).installed:
+    """Skip (or fail, when required by the environment) unless engine `name` is installed and importable."""
+    problem = f"{name} is not installed" if not engine_status(name).installed else _import_problem(name)
+    if problem is None:
         return
     required = {e.strip() for e in os.environ.get("SPECPLUG_REQUIRE_ENGINES", "").split(",") if e.strip()}
     if name in required:
-        pytest.fail(f"{name} is required by SPECPLUG_REQUIRE_ENGINES but is not installed")
-    pytest.skip(f"{name} is not installed")
+        pytest.fail(f"{problem}; it is required by SPECPLUG_REQUIRE_ENGINES")
+    pytest.skip(problem)
 
 
 @pytest.fixture(autouse=True)
