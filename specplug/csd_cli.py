@@ -42,6 +42,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="memory file to write (JSON, checksummed, written atomically)")
     p.add_argument("--arm-timeout", type=float, default=3600.0)
 
+    o = csd_sub.add_parser(
+        "overhead",
+        help="per-step verification time: vLLM's rejection sampler vs CSD's, same inputs (needs vLLM)",
+    )
+    o.add_argument("--batch", type=int, default=64)
+    o.add_argument("--gamma", type=int, default=6)
+    o.add_argument("--vocab", type=int, default=49152)
+    o.add_argument("--pairs", type=int, default=100_000, help="pairs in the correction memory")
+    o.add_argument("--repeats", type=int, default=20)
+
 
 def _calibration_arm(proposer: str):
     from specplug.bench.arms import parse_arm
@@ -51,6 +61,13 @@ def _calibration_arm(proposer: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.csd_command == "overhead":
+        import json
+
+        from specplug.csd_overhead import measure
+
+        print(json.dumps(measure(args.batch, args.gamma, args.vocab, args.pairs, args.repeats), indent=2))
+        return 0
     try:
         if args.num_prompts < 1 or args.skip < 0 or args.concurrency < 1 or args.max_tokens < 1:
             raise ConfigError("num_prompts/skip/concurrency/max_tokens", None, "positive values (skip ≥ 0)")

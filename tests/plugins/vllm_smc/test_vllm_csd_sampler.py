@@ -1,0 +1,47 @@
+"""CSD's vLLM sampler against vLLM's real RejectionSampler and against the core verifier, on the same flat vLLM
+batch (no engine started): λ=∞ equals vLLM's greedy verification; a finite λ equals the core's decisions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.vllm
+
+
+def test_lambda_infinity_equals_vllm_and_csd_equals_the_core_verifier() -> None:
+    from vllm.v1.sample.sampler import Sampler
+
+    from specplug.core.csd.config import CSDConfig
+    from specplug.core.memory.correction import CorrectionMemory
+    from specplug.core.memory.correction_bank import CorrectionMemoryBank
+    from specplug.core.types import DraftBatch
+    from specplug.core.verifiers.calibrated import CalibratedChainVerifier
+    from specplug.csd_overhead import _inputs, measure
+    from specplug.plugins.vllm_smc.csd_sampler import CSDRejectionSampler
+
+    assert measure(batch=4, gamma=3, vocab=512, pairs=50, repeats=1)["lambda_inf_equals_vllm"] is True
+
+    batch, gamma, vocab = 16, 5, 64
+    metadata, logits, sampling = _inputs(batch, gamma, vocab, seed=3)
+    tokens = metadata.draft_token_ids.to(torch.int64).reshape(batch, gamma)
+    grid = logits.reshape(batch, gamma + 1, vocab)
+    best = grid[:, :gamma].argmax(-1)
+    config = CSDConfig(lam=2, tau=0.05)
+
+    def seeded(memory: CorrectionMemory) -> CorrectionMemory:
+        miss = tokens != best
+        memory.observe(tokens[miss][::2], best[miss][::2])  # half the pairs are one rejection from rescuable
+        return memory
+
+    core = CalibratedChainVerifier(seeded(CorrectionMemory()), config).verify(
+        DraftBatch(tokens, torch.full((batch,), gamma)), grid
+    )
+    bank = CorrectionMemoryBank()
+    seeded(bank.memory())
+    sampler = CSDRejectionSampler(Sampler(), None, torch.device("cpu"), csd=config, bank=bank)
+    got = sampler(metadata, None, logits.clone(), sampling).sampled_token_ids
+    assert torch.equal(got.to(torch.int64), core.output_tokens)
+    assert sampler.stats.rescued == int(core.num_rescued.sum()) > 0
+    assert sampler.stats.accepted == int(core.num_accepted.sum())
+    assert bank.memory().observations == core.mismatches.shape[0] + int((tokens != best).sum() + 1) // 2
