@@ -23,7 +23,7 @@ from specplug.core.errors import ConfigError
 ALGORITHM = "CSD"  # --speculative-algorithm CSD (SGLang upper-cases the flag)
 CONFIG_ENV = "SPECPLUG_CSD_CONFIG"
 # Keys of the settings file that belong to the SGLang glue, not to the engine-free CSDConfig.
-GLUE_DEFAULTS: dict[str, Any] = {"save_interval_s": 600.0}
+GLUE_DEFAULTS: dict[str, Any] = {"save_interval_s": 60.0}  # as on vLLM
 DEFAULT_NUM_DRAFT_TOKENS = 12  # SGLang's own NGRAM default (speculative_hook.py:1310-1314)
 
 
