@@ -103,7 +103,7 @@ class CSDRuntime:
         """
         bs, n = candidates.shape
         draft = draft_batch_from_sglang(candidates, retrieve_next_token, retrieve_next_sibling, greedy_rows)
-        result = self.verifier.verify(draft, logits.view(bs, n, -1))
+        result = self.verifier.verify(draft, logits.reshape(bs, n, -1))
         ours_predict, ours_lens, ours_index = sglang_outputs(result, retrieve_index, predict.dtype)
         take = ours_lens > accept_lens
         new_predict = torch.where(take.repeat_interleave(n), ours_predict, predict)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from specplug.core.errors import ConfigError
+from specplug.core.errors import ConfigError, PatchError
 from specplug.core.memory.persist import DataFileError
 from specplug.plugins.sglang_csd.settings import CONFIG_ENV
 
@@ -66,6 +66,20 @@ def test_registration_is_idempotent(csd) -> None:
     assert isinstance(SpeculativeAlgorithm.from_string("CSD"), CSDAlgo)
     with pytest.raises(ValueError, match="already registered"):  # SGLang's own duplicate guard still stands
         SpeculativeAlgorithm.register("CSD")(lambda server_args: object)
+
+
+def test_a_foreign_csd_registration_is_reported_not_overwritten(csd, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sglang.srt.speculative.spec_info import CustomSpecAlgo, SpeculativeAlgorithm
+
+    from specplug.core.bootstrap import EngineBootstrap
+    from specplug.plugins.sglang_csd.registration import register_csd
+
+    foreign = CustomSpecAlgo("CSD", lambda server_args: object)
+    monkeypatch.setattr(SpeculativeAlgorithm, "from_string", classmethod(lambda cls, name: foreign))
+    with pytest.raises(PatchError, match="already registered by someone else"):
+        register_csd()
+    boot = EngineBootstrap("sglang", register_csd)  # what SGLang's loader runs: logged, never raised into SGLang
+    assert boot() == "failed" and "someone else" in boot.detail
 
 
 def test_csd_answers_every_dispatch_question_like_ngram(csd) -> None:
