@@ -45,6 +45,7 @@ class CorrectionMemory:
         self._clock = 0
         self._lock = threading.Lock()
         self._eligible: dict[int, torch.Tensor | None] = {}  # min count → cached sorted keys (None = stale)
+        self._on_device: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}  # (m, device) → (cpu, copy)
         self.observations = 0  # total mismatches counted (evicted ones included)
         self.evictions = 0
 
@@ -94,15 +95,24 @@ class CorrectionMemory:
 
     # --- queries -----------------------------------------------------------------------------------------
 
-    def keys_at_least(self, min_count: int) -> torch.Tensor:
-        """Sorted int64 keys of the pairs counted at least `min_count` times (cached until one crosses it)."""
+    def keys_at_least(self, min_count: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """Sorted int64 keys of the pairs counted at least `min_count` times (cached until one crosses it).
+
+        With a `device`, the copy there is cached too, so an accelerator does not receive the set every step.
+        """
         with self._lock:
             cached = self._eligible.get(min_count)
             if cached is None:
                 picked = [k for k, c in self._counts.items() if c >= min_count]
                 cached = torch.tensor(sorted(picked), dtype=torch.int64)
                 self._eligible[min_count] = cached
-            return cached
+            if device is None or torch.device(device) == cached.device:
+                return cached
+            slot = (min_count, str(device))
+            found = self._on_device.get(slot)
+            if found is None or found[0] is not cached:
+                found = self._on_device[slot] = (cached, cached.to(device))
+            return found[1]
 
     def counts(self, draft: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Current count of each (draft[i], target[i]) pair (0 when never seen or evicted)."""

@@ -67,7 +67,7 @@ def rescue_rule(
     else:
         if memory is None:
             raise ValueError("CSD with a finite λ needs a correction memory")
-        keys = memory.keys_at_least(need).to(tokens.device)
+        keys = memory.keys_at_least(need, tokens.device)
         frequent = torch.isin(pair_keys(tokens.clamp_min(0), best), keys)
     return best, exact, ~exact & close & frequent
 

@@ -151,3 +151,14 @@ def test_a_failed_save_keeps_the_previous_file(tmp_path, monkeypatch) -> None:
     assert path.read_bytes() == before
     assert read_data_file(path, "csd-correction-memory", [1])[0] == 1
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_device_copies_of_the_rescuable_set_are_cached_until_it_changes() -> None:
+    memory = CorrectionMemory()
+    memory.observe(torch.tensor([1, 1]), torch.tensor([2, 2]))
+    first = memory.keys_at_least(2, "meta")  # stands for an accelerator: no data, same caching path
+    assert first.device.type == "meta" and memory.keys_at_least(2, "meta") is first
+    memory.observe(torch.tensor([3, 3]), torch.tensor([4, 4]))  # a second pair crosses 2
+    again = memory.keys_at_least(2, "meta")
+    assert again is not first and again.shape == (2,)
+    assert memory.keys_at_least(2, "cpu") is memory.keys_at_least(2)
