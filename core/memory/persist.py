@@ -53,6 +53,9 @@ def write_data_file(path: str | os.PathLike[str], kind: str, version: int, paylo
             f.write(blob)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a memory file is shared like any other data file
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
