@@ -231,7 +231,7 @@ def _markdown(results: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from specplug.bench.report import write_atomic
+    from specplug.core.files import write_atomic
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,8 @@
 Memories outlive processes, so their files are read by code that did not write them: they are plain JSON (never
 pickle: loading a file must not be able to run code), carry a `kind` and `version` so a foreign or future file is
 refused rather than misread, and a SHA-256 of the canonical payload so a truncated or edited file is refused
-rather than half-loaded. Writes go to a temporary file in the same folder, are fsynced, then renamed over the
-target: a crash mid-write leaves the previous file intact.
+rather than half-loaded. Writes are atomic (`core.files.write_atomic`): a crash mid-write leaves the previous
+file intact.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from specplug.core.errors import SpecplugError
+from specplug.core.files import write_atomic
 
 FORMAT = "specplug-data"
 
@@ -36,8 +36,6 @@ def _canonical(payload: Mapping[str, Any]) -> bytes:
 
 def write_data_file(path: str | os.PathLike[str], kind: str, version: int, payload: Mapping[str, Any]) -> None:
     """Write `payload` atomically; the previous file (if any) stays whole until the rename."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     body = _canonical(payload)
     document = {
         "format": FORMAT,
@@ -46,28 +44,7 @@ def write_data_file(path: str | os.PathLike[str], kind: str, version: int, paylo
         "sha256": hashlib.sha256(body).hexdigest(),
     }
     head = json.dumps(document, sort_keys=True, separators=(",", ":"))[:-1]
-    blob = head.encode() + b',"payload":' + body + b"}\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a memory file is shared like any other data file
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable; not every filesystem allows fsync on a directory
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    write_atomic(path, head.encode() + b',"payload":' + body + b"}\n")
 
 
 def read_data_file(path: str | os.PathLike[str], kind: str, versions: Iterable[int]) -> tuple[int, dict[str, Any]]:

@@ -18,9 +18,10 @@ from specplug.bench.arms import Arm, parse_arms
 from specplug.bench.config import DEFAULTS, load_file, resolve, split_list
 from specplug.bench.measure import ArmRun, summarize
 from specplug.bench.quality import summary
-from specplug.bench.report import SCHEMA_VERSION, add_ratios, markdown, plots, write_atomic
+from specplug.bench.report import SCHEMA_VERSION, add_ratios, markdown, plots
 from specplug.core.engines import engine_status
 from specplug.core.errors import ConfigError
+from specplug.core.files import write_atomic
 
 ENGINES = ("vllm", "reference", "sglang", "trtllm")
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 SCHEMA_VERSION = 1
@@ -25,17 +23,6 @@ def add_ratios(records: list[dict], kinds: dict[str, str]) -> None:
             rec["speedup_vs_ar"] = rec["output_tokens_per_s"] / ar["output_tokens_per_s"] if ar else None
             rec["speedup_vs_best_builtin"] = rec["output_tokens_per_s"] / best["output_tokens_per_s"] if best else None
             rec["best_builtin_arm"] = best["arm"] if best else None
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a killed run never leaves half a results.json behind."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; reports are meant to be read like any other file
-    os.replace(tmp, path)
 
 
 def _fmt(value, spec: str = ".2f") -> str:

@@ -146,7 +146,7 @@ def test_a_failed_save_keeps_the_previous_file(tmp_path, monkeypatch) -> None:
     def broken_replace(*_a, **_k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("specplug.core.memory.persist.os.replace", broken_replace)
+    monkeypatch.setattr("specplug.core.files.os.replace", broken_replace)
     assert bank.save_quietly(path) is False
     assert path.read_bytes() == before
     assert read_data_file(path, "csd-correction-memory", [1])[0] == 1
