@@ -29,8 +29,8 @@ def pair_keys(draft: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (draft.to(torch.int64) << KEY_SHIFT) | target.to(torch.int64)
 
 
-def split_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return keys >> KEY_SHIFT, keys & ((1 << KEY_SHIFT) - 1)
+def _split(key: int) -> tuple[int, int]:
+    return key >> KEY_SHIFT, key & ((1 << KEY_SHIFT) - 1)
 
 
 class CorrectionMemory:
@@ -124,8 +124,12 @@ class CorrectionMemory:
     def top(self, n: int) -> list[tuple[int, int, int]]:
         """The n most frequent pairs as (draft, target, count), most frequent first."""
         with self._lock:
-            items = sorted(self._counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
-        return [(k >> KEY_SHIFT, k & ((1 << KEY_SHIFT) - 1), c) for k, c in items]
+            return self._ranked()[:n]
+
+    def _ranked(self) -> list[tuple[int, int, int]]:
+        """Every pair, most frequent first (ties: smaller key first). Call with the lock held."""
+        items = sorted(self._counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        return [(*_split(k), c) for k, c in items]
 
     def __len__(self) -> int:
         return len(self._counts)
@@ -140,12 +144,12 @@ class CorrectionMemory:
     def to_data(self) -> dict[str, Any]:
         """Plain lists, most frequent first, so a truncated reader would still see the useful pairs."""
         with self._lock:
-            items = sorted(self._counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            ranked = self._ranked()
             return {
                 "max_pairs": self.max_pairs,
-                "draft": [k >> KEY_SHIFT for k, _ in items],
-                "target": [k & ((1 << KEY_SHIFT) - 1) for k, _ in items],
-                "count": [c for _, c in items],
+                "draft": [d for d, _, _ in ranked],
+                "target": [t for _, t, _ in ranked],
+                "count": [c for _, _, c in ranked],
                 "observations": self.observations,
                 "evictions": self.evictions,
             }

@@ -145,11 +145,9 @@ class CalibratedTreeVerifier(_Calibrated):
         scoring = target_logits.gather(
             1, (draft.parents + 1).unsqueeze(-1).expand(-1, -1, target_logits.shape[-1])
         )  # [B, K, V]: the logits each node is judged by
-        _, exact, rescue = rescue_rule(draft.tokens, scoring, self.memory, self.config)
-        best_all = target_logits.argmax(dim=-1)
-        resolved = resolve_tree(draft, best_all, exact | rescue, rescued=rescue)
+        node_best, exact, rescue = rescue_rule(draft.tokens, scoring, self.memory, self.config)
+        resolved = resolve_tree(draft, target_logits.argmax(dim=-1), exact | rescue, rescued=rescue)
         result = resolved.result
-        node_best = best_all.gather(1, draft.parents + 1)
         mismatches = self._learn(draft.tokens, node_best, resolved.reached & ~exact)
         return CalibratedVerifyResult(
             num_accepted=result.num_accepted,

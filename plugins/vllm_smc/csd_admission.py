@@ -38,7 +38,8 @@ class CSDAdmission(RefusingAdmission):
         from specplug.plugins.vllm_smc.bootstrap import BOOTSTRAP
         from specplug.plugins.vllm_smc.runner_hooks import PATCHER
 
-        if not PATCHER.report() or not all(p.in_effect for p in PATCHER.report()):
+        patches = PATCHER.report()
+        if not patches or not all(p.in_effect for p in patches):
             raise SpecplugError(
                 f"CSD was selected but specplug's vLLM runner patch is not in effect "
                 f"(bootstrap: {BOOTSTRAP.state} {BOOTSTRAP.detail}); refusing to serve standard SD under CSD's name"

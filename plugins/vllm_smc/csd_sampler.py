@@ -98,13 +98,13 @@ class CSDRejectionSampler(RejectionSampler):
             index = torch.zeros_like(index)
             flat_tokens, best = flat_tokens.new_zeros(1), best.new_zeros(1)
             exact = rescue = torch.zeros(1, dtype=torch.bool, device=num.device)
-        tokens = torch.where(valid, flat_tokens[index], PAD_TOKEN)
+        tokens, padded_best = torch.where(valid, flat_tokens[index], PAD_TOKEN), best[index]
         result, judged = resolve_chain(
-            tokens, num, best[index], valid & exact[index], valid & rescue[index], bonus.to(torch.int64)
+            tokens, num, padded_best, valid & exact[index], valid & rescue[index], bonus.to(torch.int64)
         )
         if not self.warming_up:
             if self.csd.online and bool(judged.any()):
-                self.memory.observe(tokens[judged], best[index][judged])
+                self.memory.observe(tokens[judged], padded_best[judged])
             self._count(num, result.num_accepted, result.num_rescued)
             self._maybe_save()
         return SamplerOutput(sampled_token_ids=result.output_tokens.to(torch.int32), logprobs_tensors=None)

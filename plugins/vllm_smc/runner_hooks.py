@@ -20,7 +20,6 @@ from specplug.core.patching import Patcher
 
 log = logging.getLogger("specplug")
 PATCHER = Patcher("vllm")
-_INSTALLED = False
 
 
 def attach_method(runner: Any) -> None:
@@ -51,8 +50,7 @@ def attach_method(runner: Any) -> None:
 
 def install() -> None:
     """Apply the runner patches once per process (the bootstrap calls this)."""
-    global _INSTALLED
-    if _INSTALLED:
+    if PATCHER.report():  # already applied in this process
         return
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
@@ -81,4 +79,3 @@ def install() -> None:
         GPUModelRunner, "_dummy_sampler_run", _dummy_sampler_run, reason="keep warm-up logits out of method memories"
     )
     PATCHER.verify()
-    _INSTALLED = True
