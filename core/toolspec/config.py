@@ -1,0 +1,63 @@
+"""ToolSpec settings, validated at startup so that a bad value never reaches a serving loop.
+
+Defaults follow the paper where it has one (suffix match of at most 7 tokens, token-recycling top-8) and are
+sized for chains (vLLM and TensorRT-LLM verify one linear draft per request): `num_speculative_tokens` is the
+draft budget per step. `use_schema` / `use_retrieval` / `use_recycling` switch each draft source off for ablations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from specplug.core.config import settings
+from specplug.core.errors import ConfigError
+
+METHOD = "toolspec"
+FORMATS = ("auto", "hermes", "hermes-nl", "json", "llama3")
+
+
+@dataclass(frozen=True)
+class ToolSpecConfig:
+    num_speculative_tokens: int = 8
+    tool_format: str = "auto"  # how calls are written: see core.toolspec.formats
+    match_min: int = 3  # shortest suffix that may retrieve a continuation
+    match_max: int = 7  # longest suffix tried first (the paper's L = 7)
+    recycling_top_k: int = 8  # token-recycling adjacency width (the paper's 8)
+    tree_width: int = 3  # alternatives per branch point when drafting a tree
+    memory_tokens_per_tenant: int = 200_000  # retrieval memory bound per tenant (oldest outputs go first)
+    memory_max_tenants: int = 1_000  # least recently used tenant goes first
+    memory_path: str | None = None  # start from this memory file (checked at startup)
+    save_path: str | None = None  # write the memory here at exit
+    use_schema: bool = True
+    use_retrieval: bool = True
+    use_recycling: bool = True
+
+    def __post_init__(self) -> None:
+        _integer("num_speculative_tokens", self.num_speculative_tokens, 1, 256)
+        if self.tool_format not in FORMATS:
+            raise ConfigError("tool_format", self.tool_format, f"one of {', '.join(FORMATS)}", method=METHOD)
+        _integer("match_min", self.match_min, 1, 64)
+        _integer("match_max", self.match_max, self.match_min, 64)
+        _integer("recycling_top_k", self.recycling_top_k, 1, 64)
+        _integer("tree_width", self.tree_width, 1, 16)
+        _integer("memory_tokens_per_tenant", self.memory_tokens_per_tenant, 0, 1 << 31)
+        _integer("memory_max_tenants", self.memory_max_tenants, 1, 1 << 20)
+        for name in ("memory_path", "save_path"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(name, value, "a file path, or null", method=METHOD)
+        for name in ("use_schema", "use_retrieval", "use_recycling"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, getattr(self, name), "true or false", method=METHOD)
+
+    @classmethod
+    def from_mapping(cls, given: Mapping[str, Any]) -> ToolSpecConfig:
+        """Build from user settings (engine flags, JSON), refusing unknown keys so a typo is not ignored."""
+        return cls(**settings(METHOD, given, asdict(cls())))
+
+
+def _integer(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(name, value, f"an integer in [{low}, {high}]", method=METHOD)
