@@ -12,7 +12,15 @@ def specplug_plugin_info() -> PluginInfo:
         name="trtllm_toolspec",
         engine="trtllm",
         methods=(
-            MethodInfo("toolspec", "method", "planned", "ToolSpec: schema-forced and retrieved drafts for tool calls"),
+            MethodInfo(
+                "toolspec",
+                "method",
+                "experimental",
+                "ToolSpec (schema-forced, retrieved and recycled drafts for tool calls) as a TensorRT-LLM Drafter "
+                "with its memory in a resource manager; tested against stand-ins of TensorRT-LLM's interface, "
+                "unverified on a real install",
+            ),
         ),
-        summary="TensorRT-LLM adapter (Drafter subclass via UserProvidedDecodingConfig)",
+        summary="TensorRT-LLM adapter (Drafter subclass via UserProvidedDecodingConfig; make_speculative_config, "
+        "python -m specplug.plugins.trtllm_toolspec.serve)",
     )
