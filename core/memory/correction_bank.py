@@ -7,8 +7,6 @@ token ids), so a benchmark can refuse to measure on prompts the memory has alrea
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import threading
@@ -16,18 +14,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from specplug.core.memory.correction import CorrectionMemory
-from specplug.core.memory.persist import DataFileError, read_data_file, write_data_file
+from specplug.core.memory.persist import (
+    DataFileError,
+    overlapping,
+    prompt_digest,
+    read_data_file,
+    write_data_file,
+)
 
 log = logging.getLogger("specplug")
 
 KIND = "csd-correction-memory"
 VERSION = 1
 MAX_NAMESPACES = 4096
-
-
-def prompt_digest(token_ids: Sequence[int]) -> str:
-    """Identity of one prompt as the engine saw it (its token ids), for calibration/measurement disjointness."""
-    return hashlib.sha256(json.dumps([int(t) for t in token_ids]).encode()).hexdigest()[:24]
 
 
 class CorrectionMemoryBank:
@@ -59,7 +58,7 @@ class CorrectionMemoryBank:
 
     def overlap(self, prompts: Iterable[Sequence[int]]) -> list[int]:
         """Indices of `prompts` that calibrated this memory (a benchmark must not measure on them)."""
-        return [i for i, p in enumerate(prompts) if prompt_digest(p) in self.calibration_prompts]
+        return overlapping(prompts, self.calibration_prompts)
 
     # --- file --------------------------------------------------------------------------------------------
 

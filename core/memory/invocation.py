@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from specplug.core.errors import ConfigError
-from specplug.core.memory.persist import DataFileError, read_data_file, write_data_file
+from specplug.core.memory.persist import DataFileError, overlapping, prompt_digest, read_data_file, write_data_file
 
 KIND = "toolspec-invocation-memory"
 VERSION = 1
@@ -111,6 +111,7 @@ class InvocationMemoryBank:
         self._tenants: OrderedDict[str, InvocationMemory] = OrderedDict()
         self._lock = threading.Lock()
         self.evicted_tenants = 0
+        self.source_prompts: set[str] = set()  # digests of the prompts whose answers were stored
 
     def _memory(self, tenant: str, create: bool) -> InvocationMemory | None:
         memory = self._tenants.get(tenant)
@@ -124,9 +125,16 @@ class InvocationMemoryBank:
             self._tenants.move_to_end(tenant)
         return memory
 
-    def add(self, tenant: str, answer: Sequence[int]) -> None:
+    def add(self, tenant: str, answer: Sequence[int], prompt: Sequence[int] | None = None) -> None:
+        """Store an answer; `prompt` is recorded (as a digest) so a benchmark can refuse to measure on it."""
         with self._lock:
             self._memory(tenant, create=True).add(answer)
+            if prompt is not None:
+                self.source_prompts.add(prompt_digest(prompt))
+
+    def overlap(self, prompts: Sequence[Sequence[int]]) -> list[int]:
+        """Indices of `prompts` whose answers are in this memory."""
+        return overlapping(prompts, self.source_prompts)
 
     def continuations(self, tenant: str, context: Sequence[int], length: int, limit: int = 1) -> list[list[int]]:
         with self._lock:
@@ -153,6 +161,7 @@ class InvocationMemoryBank:
                 "match_min": self.match_min,
                 "match_max": self.match_max,
                 "tenants": {name: m.answers() for name, m in self._tenants.items()},
+                "source_prompts": sorted(self.source_prompts),
             }
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -178,6 +187,10 @@ class InvocationMemoryBank:
                     if not isinstance(answer, list) or not all(isinstance(t, int) and t >= 0 for t in answer):
                         raise TypeError("an answer is not a list of token ids")
                     bank.add(tenant, answer)
+            sources = payload.get("source_prompts", [])
+            if not isinstance(sources, list) or not all(isinstance(d, str) for d in sources):
+                raise TypeError("source_prompts must be a list of digests")
+            bank.source_prompts = set(sources)
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise DataFileError(path, f"malformed invocation memory ({exc})") from None
         return bank

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +72,14 @@ def read_data_file(path: str | os.PathLike[str], kind: str, versions: Iterable[i
     if hashlib.sha256(_canonical(payload)).hexdigest() != document.get("sha256"):
         raise DataFileError(path, "checksum mismatch: the file was modified or damaged after it was written")
     return version, payload
+
+
+def prompt_digest(token_ids: Sequence[int]) -> str:
+    """Identity of one prompt as the engine saw it (its token ids): memories record the prompts they learned
+    from, so a benchmark can refuse to measure on them."""
+    return hashlib.sha256(json.dumps([int(t) for t in token_ids]).encode()).hexdigest()[:24]
+
+
+def overlapping(prompts: Iterable[Sequence[int]], digests: set[str]) -> list[int]:
+    """Indices of `prompts` whose digest is in `digests` (prompts a memory has learned from)."""
+    return [i for i, p in enumerate(prompts) if prompt_digest(p) in digests]

@@ -42,7 +42,7 @@ SOURCES = ("schema", "memory", "context", "recycling")
 @dataclass
 class _Request:
     tenant: str
-    prompt_len: int
+    prompt: list[int]
     tracker: CallTracker | None
     output: list[int] = field(default_factory=list)
 
@@ -78,7 +78,7 @@ class ToolSpecDrafter:
             grammar = self._grammar(tools, vocab.special_tokens)
             tracker = CallTracker(vocab, grammar, self.format, self._decode)
         with self._lock:
-            self._requests[request_id] = _Request(str(tenant), len(prompt_token_ids), tracker)
+            self._requests[request_id] = _Request(str(tenant), [int(t) for t in prompt_token_ids], tracker)
 
     def has_request(self, request_id: str) -> bool:
         return request_id in self._requests
@@ -109,18 +109,22 @@ class ToolSpecDrafter:
         primary = self._chain(request, context, budget)
         forced = self._forced_prefix(request, primary)
         branch_at = context + primary[:forced]
-        alternatives = []
-        for option in self._alternatives(request, branch_at, budget - forced):
-            if option and option[0] != (primary[forced] if forced < len(primary) else None):
-                alternatives.append(primary[:forced] + option)
-        return _trie([primary, *alternatives[: self.config.tree_width - 1]], budget)
+        first = primary[forced] if forced < len(primary) else None
+        options = [o for o in self._alternatives(request, branch_at, budget - forced) if o[0] != first]
+        options = options[: self.config.tree_width - 1]
+        if not options:
+            return primary, list(range(-1, len(primary) - 1))
+        share = max(1, (budget - forced) // (len(options) + 1))  # alternatives get a fair share of the budget
+        alternatives = [primary[:forced] + o[:share] for o in options]
+        room = budget - sum(len(a) - forced for a in alternatives)
+        return _trie([primary[: max(room, forced + 1)], *alternatives], budget)
 
     def finish_request(self, request_id: str, *, remember: bool = True) -> None:
         """End a request; its answer joins its tenant's retrieval memory (unless `remember` is False)."""
         with self._lock:
             request = self._requests.pop(request_id, None)
         if request is not None and remember and self.config.use_retrieval and request.output:
-            self.bank.add(request.tenant, request.output)
+            self.bank.add(request.tenant, request.output, prompt=request.prompt)
 
     def observe_logits(self, tokens: torch.Tensor, logits: torch.Tensor) -> None:
         """Target scores at verified positions (`tokens` [N] inputs, `logits` [N, V]) for token recycling."""
@@ -129,6 +133,14 @@ class ToolSpecDrafter:
 
     def save(self, path: str) -> None:
         self.bank.save(path)
+
+    def reset_memory(self) -> None:
+        """Back to the memory the drafter started with (its `memory_path`, or empty), recycling table cleared:
+        what a benchmark does after warm-up so a cold arm is really cold."""
+        self.bank = load_bank(self.config)
+        if self.recycling is not None:
+            self.recycling = TokenRecycling(self.recycling.vocab_size, self.config.recycling_top_k)
+        self.drafted.clear()
 
     # -- Proposer protocol (reference runner) --------------------------------------------------------------
     def bind(self, requests: Sequence[RequestContext]) -> None:
@@ -171,9 +183,9 @@ class ToolSpecDrafter:
         request = self._requests.get(request_id)
         if request is None:
             raise KeyError(f"toolspec: request {request_id!r} was not started (start_request first)")
-        output = list(token_ids[request.prompt_len :])
+        output = list(token_ids[len(request.prompt) :])
         if self.recycling is not None:  # the committed transitions since last time, the prompt's last token first
-            self.recycling.observe_committed(token_ids[max(request.prompt_len + len(request.output) - 1, 0) :])
+            self.recycling.observe_committed(token_ids[max(len(request.prompt) + len(request.output) - 1, 0) :])
         request.output = output
         if request.tracker is not None:
             request.tracker.advance(output)

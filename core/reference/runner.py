@@ -64,6 +64,17 @@ def _rows(values: torch.Tensor | None, active: list[bool]) -> torch.Tensor | Non
     return None if values is None else values[torch.tensor(active)]
 
 
+def _scored_inputs(
+    committed: list[list[int]], draft: DraftBatch, active: list[bool]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The token before each scored position ([B, K+1]: the last committed token, then the drafts) and which
+    positions were really scored (active rows, up to each row's draft length)."""
+    last = torch.tensor([c[-1] for c in committed], dtype=torch.int64).unsqueeze(1)
+    inputs = torch.cat([last, draft.tokens.clamp_min(0)], dim=1)
+    valid = torch.arange(inputs.shape[1]).unsqueeze(0) <= draft.num_tokens.unsqueeze(1)
+    return inputs, valid & torch.tensor(active).unsqueeze(1)
+
+
 class ReferenceRunner:
     def __init__(
         self,
@@ -121,6 +132,9 @@ class ReferenceRunner:
             result = self.pm.hook.specplug_verify(
                 verifier=verifier, draft=draft, target_logits=target_logits, options={"generator": generator}
             )
+            if proposer is not None and hasattr(proposer, "observe_verify"):  # drafters that learn from scores
+                inputs, valid = _scored_inputs(committed, draft, active)
+                proposer.observe_verify(inputs, target_logits, valid)
             self._commit(result, draft, active, committed, outputs, done, max_new_tokens, stats)
             now = time.perf_counter() - start
             for row, was_active in enumerate(active):
@@ -137,6 +151,8 @@ class ReferenceRunner:
                 )
             )
         stats.wall_s = time.perf_counter() - start
+        if proposer is not None and hasattr(proposer, "finish_batch"):  # drafters that remember answers
+            proposer.finish_batch()
         return GenerationResult(outputs, stats, first_at, finish_at, forwards)
 
     def _draft(

@@ -24,44 +24,40 @@ from typing import Any
 from specplug.core.errors import ConfigError
 from specplug.core.toolspec.formats import ToolCallFormat
 
-# BFCL (and other Python-flavoured tool sets) write Python type names where JSON Schema has its own.
-_TYPE_NAMES = {"dict": "object", "float": "number", "tuple": "array", "list": "array", "str": "string",
-               "int": "integer", "bool": "boolean"}  # fmt: skip
 _KEEP = {"type", "properties", "required", "items", "enum", "const", "anyOf", "oneOf", "additionalProperties",
          "minItems", "maxItems", "minimum", "maximum", "pattern", "format", "minLength", "maxLength"}  # fmt: skip
 
 
 def normalize_schema(schema: Any) -> dict[str, Any]:
-    """A JSON Schema llguidance accepts, from a tool's `parameters` as datasets write them.
+    """The drafting view of a tool's `parameters`, as a JSON Schema llguidance accepts.
 
-    Python type names become JSON Schema names, `any` means no type, keys llguidance does not need (descriptions,
-    defaults) are dropped, and objects with declared properties are closed (see the module docstring).
+    Dataset spellings (BFCL's "dict", "float", "tuple", "any"; ToolTalk's flags) are fixed by the same
+    `normalize_schema` that renders the prompts' tools; then keys that do not shape the text (descriptions,
+    defaults) are dropped and objects with declared properties are closed (see the module docstring).
     """
+    from specplug.core.assets.datasets import normalize_schema as valid_json_schema
+
+    return _drafting_view(valid_json_schema(schema)) if isinstance(schema, Mapping) else {}
+
+
+def _drafting_view(schema: Any) -> dict[str, Any]:
     if not isinstance(schema, Mapping):
         return {}
     out: dict[str, Any] = {}
     for key, value in schema.items():
         if key not in _KEEP:
             continue
-        if key == "type":
-            types = value if isinstance(value, list) else [value]
-            types = [_TYPE_NAMES.get(str(t), str(t)) for t in types if str(t) != "any"]
-            if types:
-                out["type"] = types[0] if len(types) == 1 else types
-        elif key == "properties" and isinstance(value, Mapping):
-            out["properties"] = {str(k): normalize_schema(v) for k, v in value.items()}
-        elif key == "items":
-            out["items"] = normalize_schema(value)
+        if key == "properties" and isinstance(value, Mapping):
+            out[key] = {str(k): _drafting_view(v) for k, v in value.items()}
+        elif key == "items" and isinstance(value, Mapping):
+            out[key] = _drafting_view(value)
         elif key in {"anyOf", "oneOf"} and isinstance(value, list):
-            out[key] = [normalize_schema(v) for v in value]
-        elif key == "required" and isinstance(value, list):
-            out["required"] = [str(v) for v in value]
+            out[key] = [_drafting_view(v) for v in value]
         else:
             out[key] = copy.deepcopy(value)
-    if "properties" in out:
+    if isinstance(out.get("properties"), dict):
         out["required"] = [k for k in out.get("required", []) if k in out["properties"]]
-        if "additionalProperties" not in out:
-            out["additionalProperties"] = False
+        out.setdefault("additionalProperties", False)
         out.setdefault("type", "object")
     return out
 
