@@ -399,6 +399,7 @@ class FakeExecutor:
         self.active: list[FakeLlmRequest] = []
         self.finished: list[FakeLlmRequest] = []
         self.steps = 0
+        self.accepted = 0  # draft tokens the stand-in sampler accepted, all requests and steps
         self.drafts: list[tuple[int, list[int], int]] = []  # (request id, drafts before padding, room left)
         self._rng = random.Random(seed)
 
@@ -448,6 +449,7 @@ class FakeExecutor:
         ):
             accepted += 1
         request.py_num_accepted_draft_tokens = accepted
+        self.accepted += accepted
         request.py_rewind_len = len(drafts) - accepted
         self._commit(request, target[position : position + accepted + 1])
 
