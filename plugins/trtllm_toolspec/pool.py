@@ -26,6 +26,7 @@ import logging
 import os
 import pickle
 import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from itertools import chain
 from typing import Any
@@ -181,8 +182,8 @@ class ToolSpecPool:
             raise ConfigError(
                 "memory_path", self.config.memory_path, f"a readable ToolSpec memory file ({exc.reason})", method=METHOD
             ) from exc
-        if self.config.save_path:
-            atexit.register(self.shutdown)
+        if self.config.save_path:  # in case the engine never calls shutdown() (a pool that is gone saves nothing)
+            atexit.register(_shutdown_if_alive, weakref.ref(self))
         return core
 
     def check(self) -> None:
@@ -359,6 +360,12 @@ def pool_class() -> type[ToolSpecPool]:
 def make_pool(tokenizer: str | os.PathLike[str], config: ToolSpecConfig | Mapping[str, Any] | None = None, **kw: Any):
     """A pool TensorRT-LLM accepts as `resource_manager` (imports TensorRT-LLM)."""
     return pool_class()(tokenizer, config, **kw)
+
+
+def _shutdown_if_alive(ref: weakref.ref[ToolSpecPool]) -> None:
+    pool = ref()
+    if pool is not None:
+        pool.shutdown()
 
 
 def _restore_pool(engine_bound: bool, kwargs: dict[str, Any]) -> ToolSpecPool:
