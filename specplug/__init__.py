@@ -10,3 +10,13 @@ try:
     __version__ = metadata.version("specplug")
 except metadata.PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
+
+
+def __getattr__(name: str):
+    """`specplug.ToolSpec`: the short dotted path vLLM users give as a custom proposer
+    (`--speculative-config '{"model": "specplug.ToolSpec", "num_speculative_tokens": 8}'`), imported lazily."""
+    if name == "ToolSpec":
+        from specplug.plugins.vllm_smc.toolspec_proposer import ToolSpecProposer
+
+        return ToolSpecProposer
+    raise AttributeError(f"module 'specplug' has no attribute {name!r}")

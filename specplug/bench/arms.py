@@ -6,6 +6,9 @@ draft_model:model=PATH[:k=4:layers=N]  a draft model sharing the tokenizer (`lay
                         on vLLM that early-exit draft is written once as a checkpoint)
 csd[:proposer=ngram|draft_model:…:lam=6:tau=0.01:memory=FILE]  CSD's calibrated verification over the n-gram or
                         draft-model proposer (their keys apply); no memory file = a cold memory that learns online
+toolspec[:k=8:memory=FILE:format=auto:schema=1:retrieval=1:recycling=1]  ToolSpec drafts (schema-forced tokens,
+                        retrieval, token recycling; 0 switches a source off); memory = a warm retrieval memory file
+                        (`specplug toolspec remember`), none = cold. Each request's tools come from the dataset.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ ARM_KINDS: dict[str, dict[str, Any]] = {
         "tau": 0.01,
         "memory": "",
     },
+    "toolspec": {"k": 8, "memory": "", "format": "auto", "schema": 1, "retrieval": 1, "recycling": 1},
 }
 CSD_PROPOSERS = ("ngram", "draft_model")
 
@@ -77,6 +81,10 @@ def parse_arm(spec: str) -> Arm:
         from specplug.core.csd.config import CSDConfig
 
         CSDConfig.from_mapping(csd_settings(arm))  # bad λ/τ fail here, before any engine starts
+    if kind == "toolspec":
+        from specplug.core.toolspec.config import ToolSpecConfig
+
+        ToolSpecConfig.from_mapping(toolspec_settings(arm))  # bad values fail here, before any engine starts
     return arm
 
 
@@ -97,6 +105,22 @@ def csd_settings(arm: Arm) -> dict[str, Any]:
         "lam": "inf" if str(lam).lower() in {"inf", "infinity"} else lam,
         "tau": o["tau"],
         "memory_path": o["memory"] or None,
+    }
+
+
+def toolspec_settings(arm: Arm) -> dict[str, Any]:
+    """ToolSpec's own settings of a toolspec arm (the engine-neutral ToolSpecConfig keys)."""
+    o = arm.options
+    flags = {}
+    for key in ("schema", "retrieval", "recycling"):
+        if o[key] not in (0, 1):
+            raise ConfigError("arm", arm.label, f"toolspec {key}= 0 or 1")
+        flags[f"use_{key}"] = bool(o[key])
+    return {
+        "num_speculative_tokens": o["k"],
+        "tool_format": o["format"],
+        "memory_path": o["memory"] or None,
+        **flags,
     }
 
 

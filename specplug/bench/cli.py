@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from specplug.bench.arms import Arm, parse_arms
 from specplug.bench.config import DEFAULTS, load_file, resolve, split_list
@@ -135,25 +136,32 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check_memories(arms: list[Arm], workload) -> None:
-    """Refuse a CSD memory file that is unreadable or was calibrated on prompts this run measures (or warms up on)."""
+    """Refuse a memory file (CSD's correction memory, ToolSpec's retrieval memory) that is unreadable or learned
+    from prompts this run measures (or warms up on)."""
     from specplug.core.memory.correction_bank import CorrectionMemoryBank
+    from specplug.core.memory.invocation import InvocationMemoryBank
     from specplug.core.memory.persist import DataFileError
 
+    how = {
+        "csd": (CorrectionMemoryBank, "CSD memory", "specplug csd calibrate --skip N"),
+        "toolspec": (InvocationMemoryBank, "ToolSpec memory", "specplug toolspec remember --skip N"),
+    }
     for arm in arms:
-        path = arm.options.get("memory") if arm.kind == "csd" else None
+        path = arm.options.get("memory") if arm.kind in how else None
         if not path:
             continue
+        bank_class, what, command = how[arm.kind]
         try:
-            bank = CorrectionMemoryBank.load(path)
+            bank = bank_class.load(path)
         except DataFileError as exc:
-            raise ConfigError("arm", arm.label, f"a readable CSD memory file ({exc.reason})") from None
+            raise ConfigError("arm", arm.label, f"a readable {what} file ({exc.reason})") from None
         seen = bank.overlap(workload.prompts + workload.warmup)
         if seen:
             raise ConfigError(
                 "arm",
                 arm.label,
-                f"a memory calibrated on other prompts: {len(seen)} of this run's prompts calibrated {path} "
-                "(calibrate with `specplug csd calibrate --skip N` on a disjoint slice)",
+                f"a memory built from other prompts: {len(seen)} of this run's prompts went into {path} "
+                f"(build it with `{command}` on a disjoint slice)",
             )
 
 
@@ -191,10 +199,14 @@ def _run_dataset(s, dataset: str, arms: list[Arm], concurrencies, model_path, wo
                 outputs = {q.index: q.output_token_ids for q in r.requests}
                 verdicts = scorer.judge(outputs) if scorer is not None else {}
                 rec.update(summary(verdicts))
+                if decode is not None and any(workload.tools):
+                    rec["tool_call_token_fraction"] = _tool_call_share(outputs.values(), workload)
                 if decode is not None:
                     samples += _samples(rnd, r, workload, decode, verdicts)
             if r.accepted_per_draft:
                 rec["accepted_per_draft"] = r.accepted_per_draft
+            if rec.get("first_divergence") and kinds[label] != "csd" and ref is not None:
+                _check_near_ties(rec, ref, workload, model_path)
             records.append(rec)
     add_ratios(records, kinds)
     results = {
@@ -234,6 +246,44 @@ def _run_dataset(s, dataset: str, arms: list[Arm], concurrencies, model_path, wo
     print(report)
     print(f"[specplug bench] wrote {out / 'results.json'}, {out / 'report.md'}" + "".join(f", {out / m}" for m in made))
     return 1 if any("error" in r for r in records) else 0
+
+
+NEAR_TIE = 1e-3  # top-2 logit gap (fp32) below which a lossless arm may diverge from `ar` by float reordering
+
+
+def _check_near_ties(rec: dict, reference: ArmRun, workload, model_path) -> None:
+    """A lossless arm may differ from `ar` only where the target's top-2 logits (fresh fp32 forward on the `ar`
+    prefix) are within NEAR_TIE; records the gap at each first divergence and how many are near-ties."""
+    import torch
+
+    from specplug.core.reference.models import load_causal_lm
+
+    model = _TIE_MODELS.get(str(model_path)) or _TIE_MODELS.setdefault(str(model_path), load_causal_lm(model_path))
+    ref = {q.index: q.output_token_ids for q in reference.requests}
+    gaps = {}
+    for index, at in rec["first_divergence"].items():
+        context = workload.prompts[index] + ref[index][:at]
+        with torch.no_grad():
+            top = model(input_ids=torch.tensor([context])).logits[0, -1].float().topk(2).values
+        gaps[index] = float(top[0] - top[1])
+    rec["divergence_top2_gap"] = gaps
+    rec["near_tie_divergences"] = sum(g < NEAR_TIE for g in gaps.values())
+
+
+_TIE_MODELS: dict[str, Any] = {}
+
+
+def _tool_call_share(outputs, workload) -> float | None:
+    """Share of output tokens inside tool calls (tags kept when decoding)."""
+    from transformers import AutoTokenizer
+
+    from specplug.bench.quality.bfcl import tool_call_tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(workload.tokenizer_path)
+    decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731
+    outputs = list(outputs)
+    total = sum(len(o) for o in outputs)
+    return sum(tool_call_tokens(o, decode) for o in outputs) / total if total else None
 
 
 def _scorer(workload, decode):

@@ -30,6 +30,7 @@ class ArmRun:
     accepted_per_draft: list[int] = field(default_factory=list)  # histogram source, where the engine gives it
     error: str | None = None
     num_rescued: int | None = None  # accepted drafts only CSD's calibrated rule kept (None: not a CSD arm)
+    drafted_by_source: dict[str, int] | None = None  # ToolSpec: draft tokens per source (schema, memory, …)
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -61,6 +62,7 @@ def summarize(run: ArmRun, reference: ArmRun | None) -> dict:
         "num_draft_tokens": run.num_draft_tokens,
         "num_accepted_tokens": run.num_accepted_tokens,
         "num_rescued": run.num_rescued,
+        "drafted_by_source": run.drafted_by_source,
         "exact_match": None,
         "accuracy": None,
     }

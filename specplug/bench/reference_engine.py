@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from specplug.bench.arms import Arm, csd_settings, proposer_arm
+from specplug.bench.arms import Arm, csd_settings, proposer_arm, toolspec_settings
 from specplug.bench.measure import ArmRun, RequestRecord
 from specplug.bench.workload import Workload
 
@@ -32,7 +32,26 @@ def make_proposer(arm: Arm, target, model_path: Path):
         o = arm.options
         source = model_path if o["model"] == "target" else resolve_model(o["model"])
         return DraftModelProposer(load_causal_lm(source, num_layers=o["layers"]), o["k"])
+    if arm.kind == "toolspec":
+        from transformers import AutoTokenizer
+
+        from specplug.core.proposers.toolspec import ToolSpecDrafter
+        from specplug.core.toolspec.config import ToolSpecConfig
+
+        config = ToolSpecConfig.from_mapping(toolspec_settings(arm))
+        return ToolSpecDrafter(config, AutoTokenizer.from_pretrained(str(model_path)))
     raise ValueError(f"the reference engine has no arm kind {arm.kind}")
+
+
+def bind_requests(proposer, tag: str, prompts: list[list[int]], tools: list) -> None:
+    """Per-request drafters (ToolSpec) learn each row's request: id, prompt, tools."""
+    if not hasattr(proposer, "bind"):
+        return
+    from specplug.core.types import RequestContext
+
+    tools = tools or [None] * len(prompts)
+    pairs = enumerate(zip(prompts, tools, strict=True))
+    proposer.bind([RequestContext(f"{tag}-{i}", p, tenant="bench", tools=t) for i, (p, t) in pairs])
 
 
 def make_verifier(arm: Arm):
@@ -58,9 +77,14 @@ def run_arm(arm: Arm, model_path: Path, workload: Workload, concurrencies: list[
     runner = ReferenceRunner(target, eos_token_ids=workload.eos_token_ids)
     proposer = make_proposer(arm, target, model_path)
     verifier = make_verifier(arm)
+    bind_requests(proposer, "warmup", workload.warmup, workload.warmup_tools)
     runner.generate(workload.warmup, min(max_tokens, 8), proposer=proposer, verifier=verifier)  # not measured
+    if hasattr(proposer, "reset_memory"):  # warm-up answers must not warm a cold arm
+        proposer.reset_memory()
     runs = []
     for conc in concurrencies:
+        if hasattr(proposer, "drafted"):
+            proposer.drafted.clear()  # per-source counts of this concurrency only
         records: list[RequestRecord] = []
         drafts = draft_tokens = accepted = rescued = 0
         hist: list[int] = []
@@ -68,6 +92,7 @@ def run_arm(arm: Arm, model_path: Path, workload: Workload, concurrencies: list[
         starts = range(0, len(workload.prompts), conc)
         for first in tqdm(starts, desc=f"  {arm.label} c={conc}", unit="batch", file=sys.stderr, leave=False):
             batch = workload.prompts[first : first + conc]
+            bind_requests(proposer, f"c{conc}-{first}", batch, workload.tools[first : first + conc])
             got = runner.generate(batch, max_tokens, proposer=proposer, verifier=verifier)
             for i, tokens in enumerate(got.tokens):
                 records.append(RequestRecord(first + i, tokens, got.first_token_s[i], got.finish_s[i], got.forwards[i]))
@@ -88,6 +113,7 @@ def run_arm(arm: Arm, model_path: Path, workload: Workload, concurrencies: list[
                 accepted,
                 hist,
                 num_rescued=rescued if verifier is not None else None,
+                drafted_by_source=dict(proposer.drafted) if hasattr(proposer, "drafted") else None,
             )
         )
     return runs

@@ -35,6 +35,14 @@ def _machine_line(results: dict) -> str:
     return line + (f". {results['note']}" if results.get("note") else "") + "."
 
 
+def _exact(r: dict) -> str:
+    """Exact match vs ar, with how many divergences of a lossless arm were checked near-ties."""
+    text = _fmt(r["exact_match"])
+    if "near_tie_divergences" in r:
+        text += f" ({r['near_tie_divergences']}/{len(r['divergence_top2_gap'])} div. at near-ties)"
+    return text
+
+
 def markdown(results: dict) -> str:
     metric = results.get("accuracy_metric")
     lines = [
@@ -69,7 +77,7 @@ def markdown(results: dict) -> str:
             f"| {_fmt(r['ttft_ms'], '.0f')} "
             f"| {_fmt(r['tpot_ms'], '.1f')} | {_fmt(r['e2e_latency_ms']['p50'], '.0f')} "
             f"| {_fmt(r['mean_accepted_length'])} | {_fmt(r['acceptance_rate'])} | {_fmt(r.get('num_rescued'), 'd')} "
-            f"| {_fmt(r['target_forwards_per_token'], '.3f')} | {_fmt(r['exact_match'])} | {accuracy} |"
+            f"| {_fmt(r['target_forwards_per_token'], '.3f')} | {_exact(r)} | {accuracy} |"
         )
     lines += [
         "",
@@ -77,8 +85,24 @@ def markdown(results: dict) -> str:
         "exact match is the fraction of prompts whose greedy output equals the `ar` arm's token for token; "
         "accuracy is the task score of each arm's own outputs against the dataset's gold answers. "
         "`rescued` counts accepted draft tokens that only CSD's calibrated rule kept (included in acc. rate); "
-        "CSD is lossy, so its exact match is its agreement with the target's own greedy output.",
+        "CSD is lossy, so its exact match is its agreement with the target's own greedy output. For lossless arms a "
+        "divergence from `ar` is checked: a near-tie means the target's top-2 logits at the first differing token "
+        "are within 1e-3 (fresh fp32 forward), i.e. floating-point reordering, not a wrong draft accepted.",
     ]
+    extra = [r for r in results["records"] if r.get("drafted_by_source") or r.get("tool_call_token_fraction")]
+    if extra:
+        lines += ["", "| round | conc | arm | tool-call tokens | draft tokens by source |", "|---|---|---|---|---|"]
+        for r in extra:
+            sources = ", ".join(f"{k} {v}" for k, v in sorted((r.get("drafted_by_source") or {}).items())) or "—"
+            share = r.get("tool_call_token_fraction")
+            share_text = "—" if share is None else f"{100 * share:.1f}%"
+            lines.append(f"| {r['round']} | {r['concurrency']} | {r['arm']} | {share_text} | {sources} |")
+        lines += [
+            "",
+            "Tool-call tokens: share of output tokens inside `<tool_call>…</tool_call>` (schema drafting helps only "
+            "there). Sources: ToolSpec draft tokens from the tool schema, the retrieval memory, the request's own "
+            "context, and token recycling.",
+        ]
     if results.get("plots"):
         lines += ["", *(f"![{Path(name).stem}]({name})" for name in results["plots"])]
     return "\n".join(lines) + "\n"

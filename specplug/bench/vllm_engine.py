@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from specplug.bench.arms import Arm, csd_settings, proposer_arm
+from specplug.bench.arms import Arm, csd_settings, proposer_arm, toolspec_settings
 from specplug.bench.measure import ArmRun, RequestRecord
 from specplug.bench.workload import Workload
 
@@ -62,14 +62,19 @@ def speculative_config(arm: Arm) -> dict | None:
 
             draft = early_exit_checkpoint(draft, int(o["layers"]))
         return {"method": "draft_model", "model": str(draft), "num_speculative_tokens": o["k"]}
+    if arm.kind == "toolspec":
+        return {"model": "specplug.ToolSpec", "num_speculative_tokens": o["k"]}  # vLLM's custom_class proposer
     raise ValueError(f"vLLM has no arm kind {arm.kind}")
 
 
 def additional_config(arm: Arm) -> dict | None:
     """specplug's own settings for the arm, passed the way a vLLM user passes them (`--additional-config`)."""
-    if arm.kind != "csd":
-        return None
-    return {"specplug": {"method": "csd", **csd_settings(arm)}}
+    if arm.kind == "csd":
+        return {"specplug": {"method": "csd", **csd_settings(arm)}}
+    if arm.kind == "toolspec":
+        settings = {k: v for k, v in toolspec_settings(arm).items() if k != "num_speculative_tokens"}
+        return {"specplug": {"method": "toolspec", **settings}}
+    return None
 
 
 def _run_worker(label: str, job: Path, result: Path, progress: Path, log: Path, total: int, timeout_s: float) -> int:
@@ -101,7 +106,8 @@ def run_arm(
     timeout_s: float,
     save_memory: Path | None = None,
 ) -> list[ArmRun]:
-    """Run one arm in its own engine process. `save_memory`: where a CSD arm's memory is written at the end."""
+    """Run one arm in its own engine process. `save_memory`: where a CSD or ToolSpec arm's memory is written at
+    the end."""
     longest = max(len(p) for p in workload.prompts + workload.warmup)
     args = engine_args(max(concurrencies), max_model_len=longest + max_tokens + 16)
     spec = speculative_config(arm)
@@ -121,6 +127,8 @@ def run_arm(
                     "env": ENGINE_ENV,
                     "prompts": workload.prompts,
                     "warmup": workload.warmup,
+                    "tools": workload.tools,
+                    "warmup_tools": workload.warmup_tools,
                     "max_tokens": max_tokens,
                     "concurrencies": concurrencies,
                     "progress": str(progress),
@@ -148,6 +156,7 @@ def run_arm(
                 r["num_accepted_tokens"],
                 accepted_lengths(r["num_drafts"], r.get("accepted_per_pos", [])),
                 num_rescued=r.get("num_rescued"),
+                drafted_by_source=r.get("drafted_by_source"),
             )
         )
     return runs

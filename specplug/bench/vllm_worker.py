@@ -48,11 +48,21 @@ def _combine(a: list[int], b: list[int], sign: int) -> list[int]:
 
 
 def _run(
-    llm, prompts: list[list[int]], max_tokens: int, concurrency: int, progress: Path | None = None
+    llm,
+    prompts: list[list[int]],
+    max_tokens: int,
+    concurrency: int,
+    progress: Path | None = None,
+    tools: list | None = None,
 ) -> tuple[list[dict], float]:
     from vllm import SamplingParams
 
-    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, seed=0)
+    def params(index: int) -> SamplingParams:
+        # Every arm gets the same parameters; a request's tools ride in extra_args (only ToolSpec reads them).
+        request_tools = tools[index] if tools else None
+        extra = {"toolspec": {"tools": request_tools, "tenant": "bench"}} if request_tools else None
+        return SamplingParams(temperature=0.0, max_tokens=max_tokens, seed=0, extra_args=extra)
+
     engine = llm.llm_engine
     pending = list(enumerate(prompts))
     submitted: dict[str, dict] = {}
@@ -62,7 +72,7 @@ def _run(
         while pending and len(submitted) < concurrency:
             index, ids = pending.pop(0)
             rid = f"bench-{index}"
-            engine.add_request(rid, {"prompt_token_ids": ids}, params)
+            engine.add_request(rid, {"prompt_token_ids": ids}, params(index))
             submitted[rid] = {"index": index, "t0": time.perf_counter(), "ttft": None, "forwards": 0, "seen": 0}
         outputs = engine.step()
         now = time.perf_counter()
@@ -93,11 +103,28 @@ def _run(
     return sorted(done, key=lambda r: r["index"]), time.perf_counter() - start
 
 
-def _specplug_report(llm) -> dict | None:
-    """CSD's counters from the engine's workers (None when the arm has no CSD sampler)."""
-    from specplug.plugins.vllm_smc.csd_sampler import csd_rpc
+def _method(job: dict) -> str | None:
+    return ((job["engine_args"].get("additional_config") or {}).get("specplug") or {}).get("method")
 
-    return next((r for r in llm.collective_rpc(csd_rpc, args=("report",)) if r is not None), None)
+
+def _specplug_report(llm, method: str | None, action: str = "report", path: str | None = None) -> dict | None:
+    """The counters of the arm's specplug method from the engine's workers (None for other arms)."""
+    if method == "csd":
+        from specplug.plugins.vllm_smc.csd_sampler import csd_rpc as rpc
+    elif method == "toolspec":
+        from specplug.plugins.vllm_smc.toolspec_proposer import toolspec_rpc as rpc
+    else:
+        return None
+    args = (action, path) if path else (action,)
+    return next((r for r in llm.collective_rpc(rpc, args=args) if r is not None), None)
+
+
+def _method_counters(report: dict | None, method: str | None) -> dict:
+    if method == "csd":
+        return {"rescued": report["stats"]["rescued"]}
+    if method == "toolspec":
+        return dict(report["drafted"])
+    return {}
 
 
 def main(job_path: str, result_path: str) -> None:
@@ -107,19 +134,26 @@ def main(job_path: str, result_path: str) -> None:
 
     llm = LLM(model=job["model"], **job["engine_args"])
     progress = Path(job["progress"]) if job.get("progress") else None
-    _run(llm, job["warmup"], min(job["max_tokens"], 16), max(job["concurrencies"]), progress)  # warm-up, not measured
-    csd = job["engine_args"].get("additional_config") is not None
-    if csd and _specplug_report(llm) is None:
-        raise RuntimeError("CSD was requested but the engine has no CSD sampler: specplug's vLLM bootstrap did not run")
+    conc_max = max(job["concurrencies"])
+    warm = min(job["max_tokens"], 16)
+    _run(llm, job["warmup"], warm, conc_max, progress, job.get("warmup_tools"))  # warm-up, not measured
+    method = _method(job)
+    if method and _specplug_report(llm, method) is None:
+        raise RuntimeError(f"{method} was requested but the engine does not run it: specplug's vLLM bootstrap did not")
+    if method == "toolspec":  # warm-up answers must not warm a cold ToolSpec arm
+        _specplug_report(llm, method, "reset")
     runs = []
     for conc in job["concurrencies"]:
         before = _counters(llm)
-        rescued_before = _specplug_report(llm)["stats"]["rescued"] if csd else 0
-        requests, wall = _run(llm, job["prompts"], job["max_tokens"], conc, progress)
+        method_before = _method_counters(_specplug_report(llm, method), method)
+        requests, wall = _run(llm, job["prompts"], job["max_tokens"], conc, progress, job.get("tools"))
         after = _counters(llm)
         deltas = {k: int(after[k] - before[k]) for k in after if k != "accepted_per_pos"}
         deltas["accepted_per_pos"] = _combine(after["accepted_per_pos"], before["accepted_per_pos"], -1)
-        deltas["num_rescued"] = _specplug_report(llm)["stats"]["rescued"] - rescued_before if csd else None
+        method_after = _method_counters(_specplug_report(llm, method), method)
+        change = {k: v - method_before.get(k, 0) for k, v in method_after.items()}
+        deltas["num_rescued"] = change["rescued"] if method == "csd" else None
+        deltas["drafted_by_source"] = change if method == "toolspec" else None
         runs.append({"concurrency": conc, "requests": requests, "wall_s": wall, **deltas})
         print(
             f"[specplug bench] {job['arm']} c={conc}: {sum(len(r['output_token_ids']) for r in requests)} tokens "
@@ -128,11 +162,9 @@ def main(job_path: str, result_path: str) -> None:
             flush=True,
         )
     if job.get("save_memory"):
-        from specplug.plugins.vllm_smc.csd_sampler import csd_rpc
-
-        saved = [r for r in llm.collective_rpc(csd_rpc, args=("save", job["save_memory"])) if r is not None]
-        if not saved or not saved[0]["saved"]:
-            raise RuntimeError(f"could not save the CSD memory to {job['save_memory']}")
+        saved = _specplug_report(llm, method, "save", job["save_memory"])
+        if not saved or not saved["saved"]:
+            raise RuntimeError(f"could not save the {method} memory to {job['save_memory']}")
     Path(result_path).write_text(json.dumps({"runs": runs}))
 
 

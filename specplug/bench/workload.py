@@ -27,6 +27,8 @@ class Workload:
     records: list[Any] = field(default_factory=list)  # the measured PromptRecords, for the accuracy scorers
     tokenizer_path: str | None = None  # to decode outputs the same way for every arm
     rendering: str = "the model's chat template"  # how prompts were rendered; reports must say it
+    tools: list[Any] = field(default_factory=list)  # per measured prompt: its OpenAI tools (None without)
+    warmup_tools: list[Any] = field(default_factory=list)
 
     @property
     def digest(self) -> str:
@@ -95,4 +97,17 @@ def build_workload(model_path: Path, dataset: str, num_prompts: int, num_warmup:
         records=measured,
         tokenizer_path=str(model_path),
         rendering=rendering,
+        tools=[r.tools or None for r in measured],
+        warmup_tools=[r.tools or None for r in warm],
     )
+
+
+def memory_slice(model: str, dataset: str, num_prompts: int, skip: int, concurrency: int, max_tokens: int):
+    """(model path, workload) of the prompt slice a memory is built from (`specplug csd calibrate`,
+    `specplug toolspec remember`): after `skip` prompts, so benches can measure the first ones."""
+    if num_prompts < 1 or skip < 0 or concurrency < 1 or max_tokens < 1:
+        raise ConfigError("num_prompts/skip/concurrency/max_tokens", None, "positive values (skip ≥ 0)")
+    from specplug.core.assets import resolve_model
+
+    model_path = resolve_model(model)
+    return model_path, build_workload(model_path, dataset, num_prompts, skip=skip)

@@ -52,7 +52,7 @@ def test_memories_calibrated_on_measured_prompts_are_refused(tmp_path: Path) -> 
     bank.save(path)
     arm = parse_arm(f"csd:memory={path}")
     check_memories([arm], _workload([[1, 2], [3, 4]]))  # disjoint: fine
-    with pytest.raises(ConfigError, match="1 of this run's prompts calibrated"):
+    with pytest.raises(ConfigError, match="1 of this run's prompts went into"):
         check_memories([arm], _workload([[1, 2], [5, 6, 7]]))
     path.write_text("{}")
     with pytest.raises(ConfigError, match="readable CSD memory file"):

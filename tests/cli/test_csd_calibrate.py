@@ -48,4 +48,4 @@ def test_vllm_calibration_feeds_a_bench_arm_and_overlap_is_refused(tmp_path: Pat
     _calibrate("reference", 0, seen)
     capsys.readouterr()
     assert main([*bench, "--arms", f"ar,csd:memory={seen}", "--out", str(tmp_path / "refused")]) == 2
-    assert "calibrated" in capsys.readouterr().err
+    assert "a memory built from other prompts" in capsys.readouterr().err

@@ -166,3 +166,25 @@ def calls_match(calls: Sequence[Mapping[str, Any]], ground_truth: Sequence[Mappi
 def score(text: str, gold: Mapping[str, Any]) -> bool:
     """True when the reply's tool calls match a BFCL single-turn record's `gold["ground_truth"]`."""
     return calls_match(parse_tool_calls(text), gold["ground_truth"])
+
+
+_CALL_SPAN = re.compile(r"<tool_call>.*?(?:</tool_call>|\Z)", re.DOTALL)
+
+
+def tool_call_tokens(token_ids: Sequence[int], decode: Any) -> int:
+    """How many of an answer's tokens lie (at least partly) inside `<tool_call>…</tool_call>` blocks.
+
+    ToolSpec's schema drafting only helps there (Amdahl: a tool-light answer cannot gain much), so reports show
+    this share next to the speed-up. `decode(ids) -> str` must keep the tags (they are plain text for SmolLM2).
+    """
+    text = decode(list(token_ids))
+    spans = [m.span() for m in _CALL_SPAN.finditer(text)]
+    if not spans:
+        return 0
+    inside, start = 0, 0
+    for i in range(len(token_ids)):
+        end = len(decode(list(token_ids[: i + 1])))
+        if any(lo < end and start < hi for lo, hi in spans):
+            inside += 1
+        start = end
+    return inside
