@@ -70,6 +70,10 @@ class InvocationMemory:
 
     def continuations(self, context: Sequence[int], length: int, limit: int = 1) -> list[list[int]]:
         """Up to `limit` distinct continuations (longest suffix match first, then the most recent answer)."""
+        return [tokens for _, tokens in self.matches(context, length, limit)]
+
+    def matches(self, context: Sequence[int], length: int, limit: int = 1) -> list[tuple[int, list[int]]]:
+        """Like `continuations`, each with the length of the suffix it matched."""
         n_min = self.match_min
         if length < 1 or len(context) < n_min:
             return []
@@ -85,11 +89,11 @@ class InvocationMemory:
                 matched += 1
             scored.append((-matched, rank, answer[end : end + length]))
         scored.sort(key=lambda s: (s[0], s[1]))
-        out: list[list[int]] = []
-        for _, _, tokens in scored:
+        out: list[tuple[int, list[int]]] = []
+        for negative, _, tokens in scored:
             tokens = list(tokens)
-            if tokens and not any(o[: len(tokens)] == tokens for o in out):
-                out.append(tokens)
+            if tokens and not any(o[: len(tokens)] == tokens for _, o in out):
+                out.append((-negative, tokens))
             if len(out) == limit:
                 break
         return out
@@ -137,9 +141,13 @@ class InvocationMemoryBank:
         return overlapping(prompts, self.source_prompts)
 
     def continuations(self, tenant: str, context: Sequence[int], length: int, limit: int = 1) -> list[list[int]]:
+        return [tokens for _, tokens in self.matches(tenant, context, length, limit)]
+
+    def matches(self, tenant: str, context: Sequence[int], length: int, limit: int = 1) -> list[tuple[int, list[int]]]:
+        """(matched suffix length, continuation) pairs of the tenant's memory, best first."""
         with self._lock:
             memory = self._memory(tenant, create=False)
-            return memory.continuations(context, length, limit) if memory is not None else []
+            return memory.matches(context, length, limit) if memory is not None else []
 
     def tenants(self) -> list[str]:
         with self._lock:

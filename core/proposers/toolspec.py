@@ -217,13 +217,13 @@ class ToolSpecDrafter:
             forced = tracker.forced()[:room]
             if forced:
                 return forced, "schema"
-        if self.config.use_retrieval:
-            found = self.bank.continuations(request.tenant, sequence, room)
-            if found and (tracker is None or tracker.legal_prefix(found[0])):
-                return found[0], "memory"
-            own = lookup(np.asarray(sequence, dtype=np.int64), self.config.match_min, self.config.match_max, room)
-            if len(own) and (tracker is None or tracker.legal_prefix(own.tolist())):
-                return own.tolist(), "context"
+        if self.config.use_retrieval:  # the longest suffix match wins, the request's own context on a tie
+            found = self.bank.matches(request.tenant, sequence, room)
+            at_least = found[0][0] if found else self.config.match_min
+            own = lookup(np.asarray(sequence, dtype=np.int64), at_least, self.config.match_max, room).tolist()
+            for tokens, source in ((own, "context"), (found[0][1] if found else [], "memory")):
+                if tokens and (tracker is None or tracker.legal_prefix(tokens)):
+                    return tokens, source
         if self.recycling is not None and sequence:
             options = self.recycling.candidates(sequence[-1])
             if tracker is not None:
