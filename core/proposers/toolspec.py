@@ -119,8 +119,13 @@ class ToolSpecDrafter:
         room = budget - sum(len(a) - forced for a in alternatives)
         return _trie([primary[: max(room, forced + 1)], *alternatives], budget)
 
-    def finish_request(self, request_id: str, *, remember: bool = True) -> None:
-        """End a request; its answer joins its tenant's retrieval memory (unless `remember` is False)."""
+    def finish_request(self, request_id: str, *, remember: bool = True, token_ids: Sequence[int] | None = None) -> None:
+        """End a request; its answer joins its tenant's retrieval memory (unless `remember` is False).
+
+        `token_ids`: the request's final prompt + answer, when the engine committed tokens after the last draft.
+        """
+        if token_ids is not None and remember and request_id in self._requests:
+            self._update(request_id, token_ids)
         with self._lock:
             request = self._requests.pop(request_id, None)
         if request is not None and remember and self.config.use_retrieval and request.output:

@@ -270,10 +270,11 @@ class ToolSpecPool:
             return
         keep = remember and not failed
         try:
+            final = None
             if keep:
                 self._account(rid, request)
-                core.draft(rid, [int(t) for t in request.get_tokens(0)], 0)  # record the final tokens
-            core.finish_request(rid, remember=keep)
+                final = [int(t) for t in request.get_tokens(0)]  # the answer's last tokens came after the last draft
+            core.finish_request(rid, remember=keep, token_ids=final)
         except Exception as exc:
             logger.warning("ToolSpec: could not finish request %s (its answer is not remembered): %s", rid, exc)
             try:
