@@ -36,8 +36,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="memory file to write (JSON, checksummed, written atomically)")
     p.add_argument("--arm-timeout", type=float, default=3600.0)
 
+    o = commands.add_parser(
+        "overhead", help="drafting time per step: ToolSpec vs vLLM's ngram proposer on the same batch (needs vLLM)"
+    )
+    o.add_argument("--batch", type=int, default=16)
+    o.add_argument("--k", type=int, default=8)
+    o.add_argument("--skip", type=int, default=0)
+    o.add_argument("--repeats", type=int, default=3)
+
 
 def run(args: argparse.Namespace) -> int:
+    if args.toolspec_command == "overhead":
+        import json
+
+        from specplug.toolspec_overhead import measure
+
+        print(json.dumps(measure(args.batch, args.k, args.skip, args.repeats), indent=2))
+        return 0
     from specplug.bench.arms import parse_arm
     from specplug.bench.workload import memory_slice
 

@@ -19,6 +19,12 @@ def specplug_plugin_info() -> PluginInfo:
                 "available",
                 "CSD's calibrated verification over vLLM's own drafters (--additional-config specplug.method=csd)",
             ),
+            MethodInfo(
+                "toolspec",
+                "proposer",
+                "available",
+                "ToolSpec drafts as vLLM's custom proposer (--speculative-config model=specplug.ToolSpec), chains",
+            ),
         ),
         summary="vLLM adapter (vllm.general_plugins bootstrap; model-runner patches through core.patching)",
     )
