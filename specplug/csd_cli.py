@@ -18,6 +18,8 @@ from specplug.core.errors import ConfigError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from specplug.bench.workload import add_memory_slice_arguments
+
     csd = sub.add_parser("csd", help="CSD tools (calibrated speculative decoding)")
     csd_sub = csd.add_subparsers(dest="csd_command", metavar="CSD_COMMAND", required=True)
     p = csd_sub.add_parser(
@@ -26,21 +28,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--engine", choices=("vllm", "reference"), default="vllm")
-    p.add_argument("--model", default="smollm2-135m", help="target model asset or checkpoint directory")
-    p.add_argument("--dataset", default="mtbench", help="dataset (as for `specplug bench`)")
-    p.add_argument("--num-prompts", type=int, default=32)
-    p.add_argument("--skip", type=int, default=32, help="skip the dataset's first N prompts (keep them for benches)")
+    add_memory_slice_arguments(p, dataset="mtbench", num_prompts=32, skip=32)
     p.add_argument(
         "--proposer",
         default="ngram",
         help="the drafter, as a csd arm's proposer settings: ngram[:k=6:min=2:max=4] or draft_model:model=M[:layers=N]",
     )
-    p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--namespace", default="default", help="memory namespace (e.g. one per target/draft pair)")
-    p.add_argument("--out", required=True, help="memory file to write (JSON, checksummed, written atomically)")
-    p.add_argument("--arm-timeout", type=float, default=3600.0)
 
     o = csd_sub.add_parser(
         "overhead",

@@ -17,6 +17,8 @@ from specplug.core.errors import ConfigError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from specplug.bench.workload import add_memory_slice_arguments
+
     toolspec = sub.add_parser("toolspec", help="ToolSpec tools (schema-aware, retrieval-based drafting)")
     commands = toolspec.add_subparsers(dest="toolspec_command", metavar="TOOLSPEC_COMMAND", required=True)
     p = commands.add_parser(
@@ -25,16 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--engine", choices=("vllm", "reference"), default="vllm")
-    p.add_argument("--model", default="smollm2-135m", help="target model asset or checkpoint directory")
-    p.add_argument("--dataset", default="bfcl:single_turn", help="dataset (as for `specplug bench`)")
-    p.add_argument("--num-prompts", type=int, default=64)
-    p.add_argument("--skip", type=int, default=64, help="skip the dataset's first N prompts (keep them for benches)")
+    add_memory_slice_arguments(p, dataset="bfcl:single_turn", num_prompts=64, skip=66)
     p.add_argument("--arm", default="toolspec", help="the ToolSpec settings, as a bench arm (toolspec:k=8:…)")
-    p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--concurrency", type=int, default=4)
-    p.add_argument("--out", required=True, help="memory file to write (JSON, checksummed, written atomically)")
-    p.add_argument("--arm-timeout", type=float, default=3600.0)
 
     o = commands.add_parser(
         "overhead", help="drafting time per step: ToolSpec vs vLLM's ngram proposer on the same batch (needs vLLM)"

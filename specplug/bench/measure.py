@@ -84,3 +84,28 @@ def first_difference(a: list[int], b: list[int]) -> int:
         if x != y:
             return i
     return min(len(a), len(b))
+
+
+NEAR_TIE = 1e-3  # top-2 logit gap (fp32) below which a lossless method may differ from greedy by float reordering
+
+
+def divergence_gaps(
+    model, prompts: list[list[int]], references: list[list[int]], outputs: list[list[int]]
+) -> dict[int, float]:
+    """For every output that differs from its reference (greedy) output: the target's top-2 logit gap at the first
+    differing token, from a fresh forward over the prompt and the reference prefix.
+
+    A lossless method (greedy verification) may differ from plain greedy decoding only where this gap is tiny:
+    verifying several tokens in one forward reorders floating-point sums.
+    """
+    import torch
+
+    gaps = {}
+    for index, (prompt, want, got) in enumerate(zip(prompts, references, outputs, strict=True)):
+        if want == got:
+            continue
+        at = first_difference(want, got)
+        with torch.no_grad():
+            top = model(input_ids=torch.tensor([prompt + want[:at]])).logits[0, -1].float().topk(2).values
+        gaps[index] = float(top[0] - top[1])
+    return gaps

@@ -102,6 +102,21 @@ def build_workload(model_path: Path, dataset: str, num_prompts: int, num_warmup:
     )
 
 
+def add_memory_slice_arguments(parser: Any, *, dataset: str, num_prompts: int, skip: int) -> None:
+    """The engine, model and prompt-slice options shared by the commands that build a memory file."""
+    parser.add_argument("--engine", choices=("vllm", "reference"), default="vllm")
+    parser.add_argument("--model", default="smollm2-135m", help="target model asset or checkpoint directory")
+    parser.add_argument("--dataset", default=dataset, help="dataset (as for `specplug bench`)")
+    parser.add_argument("--num-prompts", type=int, default=num_prompts)
+    parser.add_argument(
+        "--skip", type=int, default=skip, help="skip the dataset's first N prompts (keep them for benches)"
+    )
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--out", required=True, help="memory file to write (JSON, checksummed, written atomically)")
+    parser.add_argument("--arm-timeout", type=float, default=3600.0)
+
+
 def memory_slice(model: str, dataset: str, num_prompts: int, skip: int, concurrency: int, max_tokens: int):
     """(model path, workload) of the prompt slice a memory is built from (`specplug csd calibrate`,
     `specplug toolspec remember`): after `skip` prompts, so benches can measure the first ones."""

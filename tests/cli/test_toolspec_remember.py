@@ -39,8 +39,8 @@ def test_remembered_answers_warm_a_lossless_bench_arm(tmp_path: Path, capsys, en
         assert arm["exact_match"] == 1.0 or arm["near_tie_divergences"] == len(arm["first_divergence"])
         assert arm["num_accepted_tokens"] > 0 and arm["drafted_by_source"].get("schema", 0) > 0
         assert 0 < arm["tool_call_token_fraction"] <= 1
-    assert "memory" not in cold["drafted_by_source"]  # cold is cold: warm-up answers were forgotten
-    assert warm["drafted_by_source"].get("memory", 0) > 0
+    # Cold starts empty (warm-up answers are forgotten) and learns online from the run's own finished answers.
+    assert warm["drafted_by_source"].get("memory", 0) > cold["drafted_by_source"].get("memory", 0)
 
     seen = tmp_path / "seen.json"
     _remember(engine, 0, seen)
