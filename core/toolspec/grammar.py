@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -143,7 +144,7 @@ class Vocabulary:
     eos_token_ids: tuple[int, ...]
 
 
-_VOCABS: dict[int, Vocabulary] = {}
+_VOCABS: dict[int, tuple[Any, Vocabulary]] = {}  # id(tokenizer) -> (weak reference to it, its vocabulary)
 _VOCAB_LOCK = threading.Lock()
 
 
@@ -151,8 +152,8 @@ def vocabulary(tokenizer: Any) -> Vocabulary:
     """llguidance's view of a Hugging Face fast tokenizer (about 0.3 s for 49k tokens, 3 s for 262k: cached)."""
     with _VOCAB_LOCK:
         cached = _VOCABS.get(id(tokenizer))
-        if cached is not None:
-            return cached
+        if cached is not None and cached[0]() is tokenizer:  # an id can be reused once its object is gone
+            return cached[1]
         import llguidance
 
         backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -168,7 +169,7 @@ def vocabulary(tokenizer: Any) -> Vocabulary:
             special_tokens=tuple(dict.fromkeys(special + added)),
             eos_token_ids=(eos,) if isinstance(eos, int) else (),
         )
-        _VOCABS[id(tokenizer)] = vocab
+        _VOCABS[id(tokenizer)] = (weakref.ref(tokenizer), vocab)
         return vocab
 
 
