@@ -12,6 +12,9 @@ def smollm2_tokenizer():
     return load_tokenizer("smollm2-135m")
 
 
-@pytest.fixture(scope="session", params=["smollm2-135m", "gemma3-270m", "tiny-bpe"])
+# Gemma's 262k-token tokenizer comes with its model (a conversion on first use): slow tests only.
+@pytest.fixture(
+    scope="session", params=["smollm2-135m", pytest.param("gemma3-270m", marks=pytest.mark.slow), "tiny-bpe"]
+)
 def any_tokenizer(request):
     return load_tokenizer(request.param)
