@@ -33,6 +33,8 @@ def specplug_plugin_info() -> PluginInfo:
             MethodInfo("csd", "verifier", "available", "CSD calibrated greedy chain verification (lossy)"),
             MethodInfo("csd_tree", "verifier", "available", "CSD calibrated greedy token-tree verification"),
             MethodInfo("correction", "memory", "available", "CSD's online correction memory (namespaced file)"),
+            MethodInfo("toolspec", "proposer", "available", "ToolSpec: schema-forced, retrieved and recycled drafts"),
+            MethodInfo("invocation", "memory", "available", "ToolSpec's per-tenant retrieval memory of answers"),
         ),
         summary="engine-free algorithms and the call hooks (specplug_propose / specplug_verify)",
     )
@@ -60,6 +62,21 @@ def specplug_make_proposer(method: str, config: Mapping[str, Any]) -> Proposer |
 
         model = load_causal_lm(resolve_model(cfg["model"]), num_layers=cfg["num_layers"])
         return DraftModelProposer(model, cfg["num_speculative_tokens"], cfg["temperature"])
+    if method == "toolspec":  # config: ToolSpecConfig keys plus "tokenizer" (the target's, an object or a path)
+        from specplug.core.proposers.toolspec import ToolSpecDrafter
+        from specplug.core.toolspec.config import ToolSpecConfig
+
+        given = dict(config)
+        tokenizer = given.pop("tokenizer", None)
+        if tokenizer is None:
+            from specplug.core.errors import ConfigError
+
+            raise ConfigError("tokenizer", None, "the target's tokenizer (object or directory)", method=method)
+        if isinstance(tokenizer, str):
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+        return ToolSpecDrafter(ToolSpecConfig.from_mapping(given), tokenizer)
     return None
 
 
@@ -104,6 +121,11 @@ def specplug_make_memory(kind: str, config: Mapping[str, Any]) -> Any | None:
         from specplug.core.csd.config import CSDConfig
 
         return _correction_bank(CSDConfig.from_mapping(config))
+    if kind == "invocation":
+        from specplug.core.proposers.toolspec import load_bank
+        from specplug.core.toolspec.config import ToolSpecConfig
+
+        return load_bank(ToolSpecConfig.from_mapping(config))
     return None
 
 

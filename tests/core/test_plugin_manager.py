@@ -128,7 +128,7 @@ def test_core_provides_the_standard_methods_with_validated_settings() -> None:
 
     pm = create_plugin_manager(load_entry_points=False)
     assert {m.name for m in pm.methods("verifier")} == {"greedy", "greedy_tree", "rejection", "csd", "csd_tree"}
-    assert {m.name for m in pm.methods("proposer")} == {"ngram", "draft_model"}
+    assert {m.name for m in pm.methods("proposer")} == {"ngram", "draft_model", "toolspec"}
     assert pm.make_proposer("ngram", {"num_speculative_tokens": 3}).k == 3
     assert pm.make_verifier("rejection", {"temperature": 0.5}).temperature == 0.5
     with pytest.raises(ConfigError, match="num_speculative_tokenz"):

@@ -131,3 +131,17 @@ def test_errors_are_clear(smollm2_tokenizer) -> None:
         drafter.draft("missing", [1, 2])
     with pytest.raises(ConfigError, match="function name"):
         drafter.start_request("r", [1], tools=[{"type": "function", "function": {}}])
+
+
+def test_selected_through_the_plugin_hooks(smollm2_tokenizer) -> None:
+    from specplug.core.memory.invocation import InvocationMemoryBank
+    from specplug.core.plugin_manager import create_plugin_manager
+
+    pm = create_plugin_manager(load_entry_points=False)
+    drafter = pm.hook.specplug_make_proposer(
+        method="toolspec", config={"tokenizer": smollm2_tokenizer, "num_speculative_tokens": 4}
+    )
+    assert isinstance(drafter, ToolSpecDrafter) and drafter.config.num_speculative_tokens == 4
+    assert isinstance(pm.hook.specplug_make_memory(kind="invocation", config={}), InvocationMemoryBank)
+    with pytest.raises(ConfigError, match="tokenizer"):
+        pm.hook.specplug_make_proposer(method="toolspec", config={})
