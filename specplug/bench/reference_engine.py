@@ -79,12 +79,10 @@ def run_arm(arm: Arm, model_path: Path, workload: Workload, concurrencies: list[
     verifier = make_verifier(arm)
     bind_requests(proposer, "warmup", workload.warmup, workload.warmup_tools)
     runner.generate(workload.warmup, min(max_tokens, 8), proposer=proposer, verifier=verifier)  # not measured
-    if hasattr(proposer, "reset_memory"):  # warm-up answers must not warm a cold arm
-        proposer.reset_memory()
     runs = []
     for conc in concurrencies:
-        if hasattr(proposer, "drafted"):
-            proposer.drafted.clear()  # per-source counts of this concurrency only
+        if hasattr(proposer, "reset_memory"):  # every pass starts from the arm's own memory: neither the warm-up's
+            proposer.reset_memory()  # answers nor an earlier pass's answers to these very prompts
         records: list[RequestRecord] = []
         drafts = draft_tokens = accepted = rescued = 0
         hist: list[int] = []

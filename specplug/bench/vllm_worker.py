@@ -140,10 +140,10 @@ def main(job_path: str, result_path: str) -> None:
     method = _method(job)
     if method and _specplug_report(llm, method) is None:
         raise RuntimeError(f"{method} was requested but the engine does not run it: specplug's vLLM bootstrap did not")
-    if method == "toolspec":  # warm-up answers must not warm a cold ToolSpec arm
-        _specplug_report(llm, method, "reset")
     runs = []
     for conc in job["concurrencies"]:
+        if method == "toolspec":  # every pass starts from the arm's own memory: neither the warm-up's answers nor
+            _specplug_report(llm, method, "reset")  # an earlier pass's answers to these very prompts
         before = _counters(llm)
         method_before = _method_counters(_specplug_report(llm, method), method)
         requests, wall = _run(llm, job["prompts"], job["max_tokens"], conc, progress, job.get("tools"))

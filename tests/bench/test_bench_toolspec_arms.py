@@ -78,3 +78,41 @@ def test_report_shows_sources_share_and_near_ties() -> None:
     text = markdown(results)
     assert "0.50 (1/1 div. at near-ties)" in text
     assert "| 0 | 1 | toolspec | 75.0% | memory 10, schema 40 |" in text
+
+
+def test_every_concurrency_pass_starts_from_the_arms_own_memory(monkeypatch) -> None:
+    """A pass must not draft from an earlier pass's answers to the same prompts (that would replay outputs)."""
+    from types import SimpleNamespace
+
+    from specplug.bench import reference_engine
+    from specplug.core.reference import models, runner
+
+    events: list[str] = []
+
+    class Drafter:
+        def __init__(self) -> None:
+            self.drafted: dict = {}
+
+        def reset_memory(self) -> None:
+            events.append("reset")
+
+        def bind(self, requests) -> None:
+            events.append("bind")
+
+    class Runner:
+        def __init__(self, *_, **__) -> None:
+            pass
+
+        def generate(self, prompts, *_, **__):
+            events.append("generate")
+            stats = SimpleNamespace(accepted_per_step=[], proposed=0, accepted=0, rescued=0)
+            return SimpleNamespace(tokens=[[1]] * len(prompts), stats=stats, first_token_s=[0.0] * len(prompts),
+                                   finish_s=[0.0] * len(prompts), forwards=[1] * len(prompts))  # fmt: skip
+
+    monkeypatch.setattr(models, "load_causal_lm", lambda *_: None)
+    monkeypatch.setattr(runner, "ReferenceRunner", Runner)
+    monkeypatch.setattr(reference_engine, "make_proposer", lambda *_: Drafter())
+    workload = Workload("d", ["a", "b"], [[1, 2], [3, 4]], [[5]], [0], tools=[None, None], warmup_tools=[None])
+    reference_engine.run_arm(parse_arm("toolspec"), Path("."), workload, [1, 2], 4)
+    passes = "".join("R" if e == "reset" else "g" if e == "generate" else "" for e in events)
+    assert passes == "gRggRg"  # warm-up, then a reset before each concurrency pass (2 batches at c=1, 1 at c=2)
