@@ -36,8 +36,6 @@ from specplug.core.toolspec.formats import resolve_format
 from specplug.core.toolspec.grammar import CallTracker, tool_call_grammar, vocabulary
 from specplug.core.types import PAD_TOKEN, DraftBatch, RequestContext
 
-SOURCES = ("schema", "memory", "context", "recycling")
-
 
 @dataclass
 class _Request:
