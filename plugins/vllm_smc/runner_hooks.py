@@ -48,11 +48,14 @@ def attach_method(runner: Any) -> None:
         )
         log.info("specplug: CSD verification installed (λ=%s, τ=%s)", config.lam, config.tau)
         return
-    raise ConfigError(
-        "additional_config.specplug.method",
-        method,
-        '"csd" or "toolspec" (SMC-SD on vLLM is not available yet: see the README)',
-    )
+    if method == "smc":
+        from specplug.plugins.vllm_smc.settings import check_scheduler
+        from specplug.plugins.vllm_smc.smc_runner import install_smc
+
+        check_scheduler(runner.vllm_config)
+        install_smc(runner)
+        return
+    raise ConfigError("additional_config.specplug.method", method, '"smc", "csd" or "toolspec"')
 
 
 def _bind_toolspec(runner: Any, method: str | None) -> None:

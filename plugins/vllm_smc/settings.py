@@ -46,9 +46,29 @@ def method_settings(vllm_config: Any, method: str) -> dict[str, Any]:
     return given
 
 
+# Settings of the vLLM adapter itself (not of the algorithm): where to write the per-event trace, how often to log.
+PLUGIN_SETTINGS = {"trace_path": None, "log_interval_s": 10.0}
+SCHEDULER_CLS = "specplug.plugins.vllm_smc.smc_scheduler.SMCScheduler"
+
+
+def smc_plugin_settings(vllm_config: Any) -> dict[str, Any]:
+    """The adapter's own settings (`trace_path`, `log_interval_s`) from `additional_config.specplug`."""
+    given = method_settings(vllm_config, METHOD)
+    return {key: given.get(key, default) for key, default in PLUGIN_SETTINGS.items()}
+
+
 def smc_config_from_vllm(vllm_config: Any) -> SMCConfig:
     """The validated SMC settings of a vLLM engine configuration (`VllmConfig`)."""
     given = method_settings(vllm_config, METHOD)
+    for key in PLUGIN_SETTINGS:
+        given.pop(key, None)
+    if "target_temperature" in given:
+        raise ConfigError(
+            "target_temperature",
+            given["target_temperature"],
+            "omitted: on vLLM the target temperature is each request's own `temperature`",
+            method=METHOD,
+        )
 
     spec = getattr(vllm_config, "speculative_config", None)
     spec_method = getattr(spec, "method", None)
@@ -67,6 +87,18 @@ def smc_config_from_vllm(vllm_config: Any) -> SMCConfig:
     config = SMCConfig.from_mapping({**given, "gamma": gamma})
     _check_engine(vllm_config, config)
     return config
+
+
+def check_scheduler(vllm_config: Any) -> None:
+    """SMC-SD needs its group-aware scheduler; without it every particle would be an unrelated request."""
+    chosen = vllm_config.scheduler_config.scheduler_cls
+    name = chosen if isinstance(chosen, str) else f"{chosen.__module__}.{chosen.__qualname__}"
+    if name != SCHEDULER_CLS:
+        from specplug.plugins.vllm_smc.smc_scheduler import SMCScheduler
+
+        if isinstance(chosen, type) and issubclass(chosen, SMCScheduler):
+            return
+        raise ConfigError("scheduler_cls", name, f"{SCHEDULER_CLS} (--scheduler-cls)", method=METHOD)
 
 
 def _check_engine(vllm_config: Any, config: SMCConfig) -> None:
