@@ -149,8 +149,10 @@ class SMCRunner:
                 raise RuntimeError(f"request {request_id} reached an SMC-SD runner without its particle tag")
             if discard[row]:  # a prefill chunk that is not the last: vLLM discards its token
                 out[row, 0] = 0
-            elif num_drafts[row]:
+            elif self.runner.requests[request_id].output_token_ids:
                 cycles.setdefault(tag.group, {})[tag.slot] = row
+            # The end of a prefill. Its row may carry placeholder drafts: vLLM pads a prefill that the prefix cache
+            # shortened to one token to the spec-decode width; they are rejected (−1) like any unused column.
             elif tag.starts_group:
                 self._start(tag, logits[int(starts[row])], out, row)
             else:
