@@ -78,11 +78,11 @@ def measure_overhead(batch: int, particles: int, gamma: int, vocab: int, repeats
     full, (drafts, log_q, logits) = cycle_fn(vocab)
     cycle_s = _median_s(full, repeats)
     flat = logits.flatten(0, 1)
-    u = torch.rand(batch * particles, generator=g, dtype=torch.float64)
+    keys = torch.randint(0, 1 << 62, (batch * particles,), generator=g)
 
     def logit_work():
         weights.target_log_probs(flat[:, :gamma], drafts.flatten(0, 1), config.target_temperature)
-        weights.sample_power(flat[:, gamma], config.alpha, config.target_temperature, u)
+        weights.sample_power(flat[:, gamma], config.alpha, config.target_temperature, keys)
 
     logits_s = _median_s(logit_work, repeats)
     small, _ = cycle_fn(8)

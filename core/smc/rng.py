@@ -54,3 +54,38 @@ def uniforms(seeds: torch.Tensor, cycles: torch.Tensor, stream: Stream, shape: t
     index = torch.arange(count, dtype=torch.int64, device=seeds.device).reshape(shape)
     bits = mix64(key.reshape(key.shape + (1,) * len(shape)) ^ mix64(index))
     return _shr(bits, 11).to(torch.float64) * (1.0 / (1 << 53))
+
+
+def stream_keys(seeds: torch.Tensor, cycles: torch.Tensor, stream: Stream, index: torch.Tensor) -> torch.Tensor:
+    """One int64 key per draw: (request seed, cycle, purpose, index of the draw within the cycle), any shape.
+
+    seeds and cycles broadcast against `index` (e.g. seeds [R, 1] with particle index [1, N] gives [R, N] keys).
+    """
+    key = mix64(mix64(seeds.to(torch.int64)) ^ cycles.to(torch.int64))
+    key = mix64(key ^ (int(stream) << 40))
+    return mix64(key ^ mix64(index.to(torch.int64)))
+
+
+_TOKEN_HASHES: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def gumbel_argmax(scores: torch.Tensor, keys: torch.Tensor, rows_per_chunk: int = 64) -> torch.Tensor:
+    """Sample index ~ softmax(scores) per row by the Gumbel-max rule, with one keyed uniform per vocabulary entry.
+
+    scores [B, V] (unnormalized log-probabilities), keys [B] int64 → int64 [B]. Unlike inverse-CDF sampling, a tiny
+    perturbation of the scores (another tensor-parallel size sums in another order) changes the draw only when the
+    top two perturbed scores are that close, not whenever the uniform falls among many improbable tokens: ranks of
+    different TP sizes then draw the same tokens from logits that agree to ~1e-5.
+    """
+    vocab = scores.shape[-1]
+    cache_key = (vocab, str(scores.device))
+    if cache_key not in _TOKEN_HASHES:
+        _TOKEN_HASHES[cache_key] = mix64(torch.arange(vocab, dtype=torch.int64, device=scores.device))
+    token_hashes = _TOKEN_HASHES[cache_key]
+    out = torch.empty(scores.shape[0], dtype=torch.int64, device=scores.device)
+    for start in range(0, scores.shape[0], rows_per_chunk):
+        end = min(start + rows_per_chunk, scores.shape[0])
+        bits = mix64(keys[start:end].to(scores.device).unsqueeze(-1) ^ token_hashes)
+        u = (_shr(bits, 11).to(torch.float64) + 0.5) * (1.0 / (1 << 53))  # in (0, 1): both logs stay finite
+        out[start:end] = (scores[start:end].double() - torch.log(-torch.log(u))).argmax(dim=-1)
+    return out

@@ -4,8 +4,8 @@ An engine (or the reference runner) does the model work — γ draft tokens per 
 target forward over the N·(γ+1) positions of each request — and hands the tensors to `SMCSampler.cycle`, which
 weighs the block, samples the bonus, commits exactly γ+1 tokens per live particle (fewer only at EOS or the
 token budget), decides per request whether to resample and returns the fork plan the engine applies to its own
-copies of token histories and KV blocks. Every random draw comes from `rng.uniforms`, keyed by (request seed,
-cycle), so all ranks and all batch layouts make the same decisions.
+copies of token histories and KV blocks. Every random draw comes from `rng`'s counter-based uniforms, keyed by
+(request seed, cycle), so all ranks and all batch layouts make the same decisions.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from specplug.core.smc import resample, weights
 from specplug.core.smc.config import SMCConfig
 from specplug.core.smc.resample import ForkPlan
-from specplug.core.smc.rng import Stream, uniforms
+from specplug.core.smc.rng import Stream, stream_keys, uniforms
 from specplug.core.smc.state import ParticleState
 from specplug.core.types import PAD_TOKEN
 
@@ -73,9 +73,9 @@ class SMCSampler:
         Returns the tokens [R, N]; they are committed to the state.
         """
         cfg, n = self.config, state.num_particles
-        u = uniforms(state.seeds, torch.full_like(state.cycles, -1), Stream.FIRST_TOKEN, (n,))
+        keys = self._keys(state, torch.full_like(state.cycles, -1), Stream.FIRST_TOKEN)
         logits = prompt_logits.unsqueeze(1).expand(-1, n, -1).flatten(0, 1)
-        tokens, log_z = weights.sample_power(logits, cfg.alpha, cfg.target_temperature, u.flatten())
+        tokens, log_z = weights.sample_power(logits, cfg.alpha, cfg.target_temperature, keys)
         tokens, log_z = tokens.view(-1, n), log_z.view(-1, n)
         state.log_weights += log_z
         state.interval_log_weights += log_z
@@ -111,8 +111,8 @@ class SMCSampler:
         log_p = weights.target_log_probs(flat_logits[:, :gamma], drafts, cfg.target_temperature)
         delta = cfg.alpha * log_p - draft_log_q.flatten(0, 1).double()
 
-        u = uniforms(state.seeds, state.cycles, Stream.BONUS, (n,)).flatten()
-        bonus, log_z_bonus = weights.sample_power(flat_logits[:, gamma], cfg.alpha, cfg.target_temperature, u)
+        keys = self._keys(state, state.cycles, Stream.BONUS)
+        bonus, log_z_bonus = weights.sample_power(flat_logits[:, gamma], cfg.alpha, cfg.target_temperature, keys)
         block = torch.cat([drafts, bonus.unsqueeze(1)], dim=1)  # [R·N, γ+1]
 
         eos_col = weights.first_eos_column(block, self.eos)
@@ -134,6 +134,12 @@ class SMCSampler:
         kept = torch.arange(gamma + 1, device=block.device) < counts.unsqueeze(-1)
         committed = torch.where(kept, block, torch.full_like(block, PAD_TOKEN))
         return CycleResult(committed, counts, increment, live, ess, plan)
+
+    @staticmethod
+    def _keys(state: ParticleState, cycles: torch.Tensor, stream: Stream) -> torch.Tensor:
+        """One key per (request, particle) for a per-token draw: flat [R·N]."""
+        particles = torch.arange(state.num_particles, device=state.seeds.device).unsqueeze(0)
+        return stream_keys(state.seeds.unsqueeze(1), cycles.unsqueeze(1), stream, particles).flatten()
 
     def _resample(self, state: ParticleState) -> tuple[torch.Tensor, ForkPlan]:
         cfg = self.config

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from specplug.core.smc.resample import inverse_cdf
+from specplug.core.smc.rng import gumbel_argmax
 
 
 def target_log_probs(target_logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -22,21 +22,20 @@ def target_log_probs(target_logits: torch.Tensor, tokens: torch.Tensor, temperat
 
 
 def sample_power(
-    logits: torch.Tensor, alpha: float, temperature: float, u: torch.Tensor
+    logits: torch.Tensor, alpha: float, temperature: float, keys: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample from softmax(α·z/T) by inverse CDF with one uniform per row; also return log Z_b.
+    """Sample from softmax(α·z/T) with one key per row; also return log Z_b.
 
-    logits [B, V], u [B] float64 → tokens [B] int64, log Z_b [B] = logsumexp(α z/T) − α·logsumexp(z/T).
+    logits [B, V], keys [B] int64 (`rng.stream_keys`) → tokens [B] int64, log Z_b [B] = logsumexp(α z/T) −
+    α·logsumexp(z/T). The draw is Gumbel-max over keyed per-token uniforms (`rng.gumbel_argmax`): exact, and
+    robust to the last-bit differences between tensor-parallel sizes.
     """
     scaled = logits.double() / temperature
     lse_scaled = torch.logsumexp(scaled, dim=-1)
-    if alpha == 1:  # the plain target (the default): one vocabulary-wide logsumexp, and log Z_b is exactly 0
-        powered, lse_powered = scaled, lse_scaled
-    else:
-        powered = alpha * scaled
-        lse_powered = torch.logsumexp(powered, dim=-1)
-    tokens = inverse_cdf(torch.exp(powered - lse_powered.unsqueeze(-1)), u)
-    return tokens, lse_powered - alpha * lse_scaled
+    if alpha == 1:
+        return gumbel_argmax(scaled, keys), torch.zeros_like(lse_scaled)
+    powered = alpha * scaled
+    return gumbel_argmax(powered, keys), torch.logsumexp(powered, dim=-1) - alpha * lse_scaled
 
 
 def first_eos_column(tokens: torch.Tensor, eos_ids: torch.Tensor) -> torch.Tensor:

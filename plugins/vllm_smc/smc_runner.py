@@ -8,8 +8,8 @@ all N·(γ+1) positions of a group. Three methods of the runner *instance* are r
   return every committed token (−1 after), so vLLM's own bookkeeping, KV accounting and stop checks run
   unchanged. A group's first step draws all N first tokens from slot 0's prompt logits; a particle request
   that starts later (another slot, or a fork) gets its lineage's next token forced at the end of its prefill.
-- the drafter's `propose` / `_sample_draft_tokens`: drafts are drawn at the SMC draft temperature from
-  counter-based uniforms keyed by (request seed, cycle, slot, position), and their log q is kept per request
+- the drafter's `propose` / `_sample_draft_tokens`: drafts are drawn at the SMC draft temperature by Gumbel-max
+  over counter-based uniforms keyed by (request seed, cycle, slot, position), and their log q is kept per request
   for the next cycle's weights. vLLM's own probabilistic drafting samples at the request temperature with
   unseeded noise, which would make tensor-parallel ranks disagree.
 - `sample_tokens`: the step's `GroupEvent`s ride on the `ModelRunnerOutput` to the scheduler.
@@ -29,8 +29,7 @@ import torch
 from specplug.core.errors import ConfigError
 from specplug.core.patching import Patcher
 from specplug.core.smc import SMCConfig, SMCSampler
-from specplug.core.smc.resample import inverse_cdf
-from specplug.core.smc.rng import Stream, uniforms
+from specplug.core.smc.rng import Stream, gumbel_argmax, stream_keys
 from specplug.core.types import PAD_TOKEN
 from specplug.plugins.vllm_smc.smc_protocol import REPORT_ATTR, GroupEvent, ParticleTag
 
@@ -66,7 +65,7 @@ class SMCRunner:
         self.drafts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # request id -> (tokens [γ], log q [γ])
         self.events: list[GroupEvent] = []
         self._tags: dict[str, ParticleTag | None] = {}
-        self._draft_rows: tuple[list[str], torch.Tensor, torch.Tensor] | None = None  # ids, is particle, u [B, γ]
+        self._draft_rows: tuple[list[str], torch.Tensor, torch.Tensor] | None = None  # ids, is particle, keys [B, γ]
         self._draft_log_q: list[torch.Tensor] = []
         self.patcher = Patcher("vllm")
 
@@ -284,10 +283,10 @@ class SMCRunner:
         self._draft_rows = None
         if any(particle):
             gamma = self.config.gamma
-            slot_t = torch.tensor(slots, dtype=torch.int64)
-            u = uniforms(torch.tensor(seeds), torch.tensor(cycles), Stream.DRAFT, (int(slot_t.max()) + 1, gamma))
-            u = u[torch.arange(len(req_ids)), slot_t]  # [B, γ]: uniform (slot, k) of each row's own stream
-            self._draft_rows = (req_ids, torch.tensor(particle), u)
+            # Draw k of a row uses key (seed, cycle, DRAFT, slot·γ + k): the same on every rank and batch layout.
+            base = torch.tensor(slots, dtype=torch.int64).unsqueeze(1) * gamma + torch.arange(gamma)
+            keys = stream_keys(torch.tensor(seeds).unsqueeze(1), torch.tensor(cycles).unsqueeze(1), Stream.DRAFT, base)
+            self._draft_rows = (req_ids, torch.tensor(particle), keys)
         draft_ids = self.original_propose(*args, **kwargs)
         if self._draft_rows is not None and len(self._draft_log_q) == draft_ids.shape[1]:
             log_q = torch.stack(self._draft_log_q, dim=1).cpu()
@@ -306,11 +305,12 @@ class SMCRunner:
         if rows is None or rows[1].numel() != logits.shape[0]:
             self._draft_rows = None  # an unexpected layout: no particle draft of this step can be weighed
             return greedy, None
-        _, particle, u = rows
+        _, particle, keys = rows
         k = len(self._draft_log_q)
-        log_probs = torch.log_softmax(logits.float() / self.config.draft_temperature, dim=-1)
-        sampled = inverse_cdf(log_probs.exp(), u[:, k].to(logits.device))
-        self._draft_log_q.append(log_probs.gather(-1, sampled.unsqueeze(-1)).squeeze(-1))
+        scaled = logits.float() / self.config.draft_temperature
+        sampled = gumbel_argmax(scaled, keys[:, k].to(logits.device))
+        log_q = torch.log_softmax(scaled, dim=-1).gather(-1, sampled.unsqueeze(-1)).squeeze(-1)
+        self._draft_log_q.append(log_q)
         return torch.where(particle.to(logits.device), sampled, greedy), None
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from specplug.core.smc import SMCConfig, resample, weights
+from specplug.core.smc.rng import Stream, stream_keys
 
 RUNS = 20_000
 LENGTH = 7  # first token + two blocks of γ + 1 = 3
@@ -134,8 +135,8 @@ def test_power_target_is_matched(toy):
 def test_power_check_fails_without_the_bonus_normalizer(toy, monkeypatch):
     true = weights.sample_power
 
-    def no_log_z(logits, alpha, temperature, u):
-        tokens, log_z = true(logits, alpha, temperature, u)
+    def no_log_z(logits, alpha, temperature, keys):
+        tokens, log_z = true(logits, alpha, temperature, keys)
         return tokens, torch.zeros_like(log_z)
 
     monkeypatch.setattr(weights, "sample_power", no_log_z)
@@ -145,18 +146,19 @@ def test_power_check_fails_without_the_bonus_normalizer(toy, monkeypatch):
 def test_bonus_normalizer_formula():
     logits = torch.tensor([[0.3, -1.2, 2.0, 0.1]], dtype=torch.float64)
     alpha, temperature = 2.5, 0.8
-    _, log_z = weights.sample_power(logits, alpha, temperature, torch.tensor([0.5], dtype=torch.float64))
+    _, log_z = weights.sample_power(logits, alpha, temperature, torch.tensor([5]))
     p = torch.softmax(logits / temperature, -1)
     assert torch.allclose(log_z, torch.log((p**alpha).sum(-1)), atol=1e-12)
 
 
 def test_power_sampling_frequencies():
     logits = torch.tensor([[0.3, -1.2, 2.0, 0.1]], dtype=torch.float64)
-    u = torch.rand(200_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    tokens, _ = weights.sample_power(logits.expand(u.numel(), -1), 1.7, 0.9, u)
-    freq = torch.bincount(tokens, minlength=4).double() / u.numel()
+    draws = 200_000
+    keys = stream_keys(torch.tensor(0), torch.tensor(0), Stream.BONUS, torch.arange(draws))
+    tokens, _ = weights.sample_power(logits.expand(draws, -1), 1.7, 0.9, keys)
+    freq = torch.bincount(tokens, minlength=4).double() / draws
     expected = torch.softmax(1.7 * logits[0] / 0.9, -1)
-    assert torch.allclose(freq, expected, atol=4 * (0.25 / u.numel()) ** 0.5)
+    assert torch.allclose(freq, expected, atol=4 * (0.25 / draws) ** 0.5)
 
 
 # T7 (statistical half; the exact half is in test_smc_cycle.py): with EOS absorbing, the law of the truncated
@@ -172,3 +174,19 @@ def test_eos_truncated_law_and_evidence(toy, model):
     final, _ = toy.run_smc(target, target.perturbed(1.0), _config(4), RUNS, LENGTH, seed=4, eos=eos)
     z = final.log_z.exp()
     assert abs(float(z.mean()) - 1) <= 4 * float(z.std()) / RUNS**0.5
+
+
+def test_gumbel_draws_ignore_perturbations_below_the_top_two_gap():
+    """The point of keyed Gumbel-max: logits that differ by ~1e-5 (another tensor-parallel size) give the same
+    draws, even where most of the mass sits on a long tail of improbable tokens (inverse CDF flips there)."""
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(512, 4096, generator=gen, dtype=torch.float64) * 3
+    noisy = logits + torch.randn(logits.shape, generator=gen, dtype=torch.float64) * 1e-5
+    keys = stream_keys(torch.tensor(1), torch.tensor(2), Stream.DRAFT, torch.arange(512))
+    a, _ = weights.sample_power(logits, 1.0, 1.0, keys)
+    b, _ = weights.sample_power(noisy, 1.0, 1.0, keys)
+    assert int((a != b).sum()) <= 1
+    u = torch.rand(512, generator=gen, dtype=torch.float64)  # inverse CDF with the same perturbation, for contrast
+    inv_a = resample.inverse_cdf(torch.softmax(logits, -1), u)
+    inv_b = resample.inverse_cdf(torch.softmax(noisy, -1), u)
+    assert int((inv_a != inv_b).sum()) > int((a != b).sum())
