@@ -12,7 +12,13 @@ def specplug_plugin_info() -> PluginInfo:
         name="vllm_smc",
         engine="vllm",
         methods=(
-            MethodInfo("smc", "method", "planned", "SMC-SD: N draft particles, importance weights, resampling"),
+            MethodInfo(
+                "smc",
+                "method",
+                "available",
+                "SMC-SD: N draft particles as batch rows, importance weights, forks through the prefix cache "
+                "(--scheduler-cls ...SMCScheduler, --additional-config specplug.method=smc)",
+            ),
             MethodInfo(
                 "csd",
                 "method",

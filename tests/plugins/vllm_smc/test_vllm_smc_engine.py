@@ -3,7 +3,7 @@
 - Forks: with a draft much colder than the target and threshold 1.0 most cycles resample; every forked particle
   continues its ancestor's exact tokens (the tokens its vLLM request holds equal the ancestor's) and KV (its
   target logits at the first position after the fork equal the ancestor's, same context and step), and every KV
-  block comes back to the pool once the requests are done.
+  block comes back to the pool once the requests are done, a client abort mid-generation included.
 - Tensor parallelism: TP=3 (`VLLM_CPU_OMP_THREADS_BIND="0|1|0"`, SmolLM2 has 9 heads) gives the same tokens and
   the same fork plans as TP=1 for the same seeds.
 """
@@ -41,6 +41,18 @@ if __name__ == "__main__":
     params = [SamplingParams(temperature=1.0, max_tokens=config["max_tokens"], seed=100 + i)
               for i in range(len(config["prompts"]))]
     outs = llm.generate(config["prompts"], params, use_tqdm=False)
+    aborted = None
+    if config.get("abort"):  # a client that goes away mid-generation: the whole group goes, every block comes back
+        engine = llm.llm_engine
+        engine.add_request("abort-me", config["prompts"][0], SamplingParams(temperature=1.0, max_tokens=64, seed=9))
+        for _ in range(6):
+            engine.step()
+        live = sum(1 for r in scheduler.requests if r.startswith("abort-me"))
+        engine.abort_request(["abort-me"])
+        for _ in range(3):
+            engine.step()
+        left = len(scheduler.requests)
+        aborted = {"particles_before": live, "particles_after": left, "groups": len(scheduler.groups)}
     print("RESULT " + json.dumps({
         "tokens": [list(o.outputs[0].token_ids) for o in outs],
         "finish": [o.outputs[0].finish_reason for o in outs],
@@ -49,6 +61,7 @@ if __name__ == "__main__":
         "free_after": scheduler.kv_cache_manager.block_pool.get_num_free_blocks(),
         "requests_left": len(scheduler.requests),
         "counters": scheduler.metrics.snapshot(),
+        "aborted": aborted,
     }))
 """
 
@@ -85,7 +98,8 @@ FORKING = {"num_particles": 4, "draft_temperature": 0.3, "resample_threshold": 1
 
 
 def test_forks_continue_the_ancestors_tokens_and_kv_and_free_every_block(tmp_path: Path) -> None:
-    result, events = _run(tmp_path, "forks", {"tp": 1, "smc": FORKING, "prompts": PROMPTS, "max_tokens": 48})
+    config = {"tp": 1, "smc": FORKING, "prompts": PROMPTS, "max_tokens": 48, "abort": True}
+    result, events = _run(tmp_path, "forks", config)
     counters = result["counters"]
     assert counters["groups_finished"] == len(PROMPTS) and counters["groups_failed"] == 0
     assert counters["forks"] >= 10, counters  # T_d = 0.3 against T = 1: most cycles resample
@@ -99,6 +113,9 @@ def test_forks_continue_the_ancestors_tokens_and_kv_and_free_every_block(tmp_pat
     assert all(len(t) == 48 or f == "stop" for t, f in zip(result["tokens"], result["finish"], strict=True))
     ends = {_external(e["group"]): e["tokens"] for e in events if e["chosen"] is not None}
     assert ends == dict(zip(result["ids"], result["tokens"], strict=True))
+    # A client abort mid-generation ends the whole group (it had live particles when it was aborted).
+    assert result["aborted"]["particles_before"] >= 1
+    assert result["aborted"]["particles_after"] == 0 and result["aborted"]["groups"] == 0
     # Every block comes back: vLLM's own lifecycle allocated, shared and freed them.
     assert result["requests_left"] == 0
     assert result["free_after"] == result["free_before"]

@@ -59,8 +59,29 @@ def _broken(vllm_config, change):
         (lambda c: setattr(c.cache_config, "enable_prefix_caching", False), "enable_prefix_caching"),
         (lambda c: setattr(c.scheduler_config, "max_num_seqs", 4), "max_num_seqs"),
         (lambda c: setattr(c.scheduler_config, "max_num_batched_tokens", 20), "max_num_batched_tokens"),
+        (lambda c: c.additional_config["specplug"].update(target_temperature=0.5), "target_temperature"),
     ],
 )
 def test_bad_settings_are_refused_at_startup(vllm_config, change, setting):
     message = _broken(vllm_config, change)
     assert setting in message and "allowed" in message
+
+
+def test_adapter_settings_are_kept_apart_from_the_algorithm(vllm_config):
+    from specplug.plugins.vllm_smc.settings import smc_config_from_vllm, smc_plugin_settings
+
+    cfg = copy.deepcopy(vllm_config)
+    cfg.additional_config["specplug"].update(trace_path="/tmp/trace.jsonl", log_interval_s=2.0)
+    assert smc_config_from_vllm(cfg).num_particles == 6  # the algorithm does not see the adapter's keys
+    assert smc_plugin_settings(cfg) == {"trace_path": "/tmp/trace.jsonl", "log_interval_s": 2.0}
+
+
+def test_smc_needs_its_scheduler(vllm_config):
+    from specplug.plugins.vllm_smc.settings import SCHEDULER_CLS, check_scheduler
+
+    cfg = copy.deepcopy(vllm_config)
+    with pytest.raises(ConfigError) as info:
+        check_scheduler(cfg)  # vLLM's default scheduler: particles would be unrelated requests
+    assert "scheduler_cls" in str(info.value) and SCHEDULER_CLS in str(info.value)
+    cfg.scheduler_config.scheduler_cls = SCHEDULER_CLS
+    check_scheduler(cfg)
