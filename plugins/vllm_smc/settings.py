@@ -92,7 +92,10 @@ def smc_config_from_vllm(vllm_config: Any) -> SMCConfig:
 def check_scheduler(vllm_config: Any) -> None:
     """SMC-SD needs its group-aware scheduler; without it every particle would be an unrelated request."""
     chosen = vllm_config.scheduler_config.scheduler_cls
-    name = chosen if isinstance(chosen, str) else f"{chosen.__module__}.{chosen.__qualname__}"
+    if chosen is None:
+        name = "vLLM's default"
+    else:
+        name = chosen if isinstance(chosen, str) else f"{chosen.__module__}.{chosen.__qualname__}"
     if name != SCHEDULER_CLS:
         from specplug.plugins.vllm_smc.smc_scheduler import SMCScheduler
 

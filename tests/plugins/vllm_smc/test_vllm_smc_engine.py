@@ -44,7 +44,7 @@ if __name__ == "__main__":
     aborted = None
     if config.get("abort"):  # a client that goes away mid-generation: the whole group goes, every block comes back
         engine = llm.llm_engine
-        engine.add_request("abort-me", config["prompts"][0], SamplingParams(temperature=1.0, max_tokens=64, seed=9))
+        engine.add_request("abort-me", config["prompts"][1], SamplingParams(temperature=1.0, max_tokens=64, seed=9))
         for _ in range(6):
             engine.step()
         live = sum(1 for r in scheduler.requests if r.startswith("abort-me"))
