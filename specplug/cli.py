@@ -30,13 +30,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    from specplug import assets_cli, csd_cli, smc_report, smc_vllm_ab, toolspec_cli
+    from specplug import assets_cli, csd_cli, smc_overhead, smc_report, smc_vllm_ab, toolspec_cli
     from specplug.bench import cli as bench_cli
 
     assets_cli.add_parser(sub)
     bench_cli.add_parser(sub)
     smc_report.add_parser(sub)
     smc_vllm_ab.add_parser(sub)
+    smc_overhead.add_parser(sub)
     csd_cli.add_parser(sub)
     toolspec_cli.add_parser(sub)
     return parser
@@ -70,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from specplug import toolspec_cli
 
         return toolspec_cli.run(args)
+    if args.command == "smc-overhead":
+        from specplug import smc_overhead
+
+        return smc_overhead.run(args)
     if args.command == "smc-ab":
         from specplug import smc_vllm_ab
 
