@@ -46,13 +46,12 @@ def uniforms(seeds: torch.Tensor, cycles: torch.Tensor, stream: Stream, shape: t
 
     seeds, cycles: int64 tensors of the same shape (one entry per request).
     """
-    key = mix64(mix64(seeds.to(torch.int64)) ^ cycles.to(torch.int64))
-    key = mix64(key ^ (int(stream) << 40))
     count = 1
     for n in shape:
         count *= n
     index = torch.arange(count, dtype=torch.int64, device=seeds.device).reshape(shape)
-    bits = mix64(key.reshape(key.shape + (1,) * len(shape)) ^ mix64(index))
+    trailing = (1,) * len(shape)
+    bits = stream_keys(seeds.reshape(seeds.shape + trailing), cycles.reshape(cycles.shape + trailing), stream, index)
     return _shr(bits, 11).to(torch.float64) * (1.0 / (1 << 53))
 
 
