@@ -48,7 +48,6 @@ class Slot:
     request: Request | None = None  # the live vLLM request of this particle, if any
     generation: int = 0
     prefix: list[int] = field(default_factory=list)  # lineage tokens that are part of the request's prompt
-    finished: bool = False
     spawned: int = 0  # requests this slot has had (the next one's generation)
 
     def lineage(self) -> list[int]:
@@ -81,7 +80,6 @@ class SMCScheduler(Scheduler):
         self.particle_of: dict[str, tuple[str, int]] = {}  # particle request id -> (group, slot)
         self.metrics = SMCMetrics(self.smc, self.smc_settings["trace_path"], self.smc_settings["log_interval_s"])
         self._seeds = random.SystemRandom()
-        self._client_of: dict[str, int] = {}  # user request id -> front-end client, for outputs built here
         self.num_kv_blocks = self.kv_cache_manager.block_pool.num_gpu_blocks - 1  # block 0 is the null block
         log.info(
             "specplug: SMC-SD scheduler (N=%d, γ=%d, draft T=%s, ESS threshold %s, output rule %s)",
@@ -154,7 +152,7 @@ class SMCScheduler(Scheduler):
             priority=user.priority,
             block_hasher=user._block_hasher,
         )
-        slot.request, slot.prefix, slot.finished = particle, list(prefix), False
+        slot.request, slot.prefix = particle, list(prefix)
         self.particle_of[request_id] = (tag.group, slot_index)
         super().add_request(particle)
 
@@ -185,7 +183,7 @@ class SMCScheduler(Scheduler):
         self._admit()
         held, ready_first = [], []
         for group in self.groups.values():
-            live = [s.request for s in group.slots if s.request is not None and not s.finished]
+            live = [r for r in group.requests() if not r.is_finished()]
             ready = [r for r in live if r.status == RequestStatus.RUNNING and r.num_output_tokens > 0]
             if len(ready) < len(live):
                 held.extend(ready)  # the group barrier: siblings still prefill
@@ -213,7 +211,7 @@ class SMCScheduler(Scheduler):
             outputs.outputs = [o for o in outputs.outputs if o.request_id not in self.particle_of]
             if outputs.finished_requests:
                 outputs.finished_requests = {r for r in outputs.finished_requests if r not in self.particle_of}
-        user_outputs: list[EngineCoreOutput] = []
+        user_outputs: list[tuple[int, EngineCoreOutput]] = []
         for event in events:
             group = self.groups.get(event.group)
             if group is not None:
@@ -224,13 +222,12 @@ class SMCScheduler(Scheduler):
         for request, reason in self.rejected:
             user_outputs.append(self._user_output(request, [], FinishReason.ERROR, reason))
         self.rejected.clear()
-        for output in user_outputs:
-            client = self._client_of.pop(output.request_id, 0)
+        for client, output in user_outputs:
             result.setdefault(client, EngineCoreOutputs()).outputs.append(output)
         self._forget_particles()
         return result
 
-    def _apply(self, group: Group, event: GroupEvent) -> list[EngineCoreOutput]:
+    def _apply(self, group: Group, event: GroupEvent) -> list[tuple[int, EngineCoreOutput]]:
         self.metrics.record(event, group.tag.num_particles)
         if event.kind == "error":
             return self._end(group, error=event.reason or "the model runner ended the group")
@@ -239,8 +236,8 @@ class SMCScheduler(Scheduler):
                 target = group.slots[dst]
                 if target.request is not None and not target.request.is_finished():
                     super().finish_requests(target.request.request_id, RequestStatus.FINISHED_ABORTED)
-                if event.finished[dst]:
-                    target.request, target.finished = None, True
+                if event.finished[dst]:  # a copy of a finished lineage needs no request
+                    target.request = None
                     continue
                 source = group.slots[src].request
                 if source is None or source.is_finished():
@@ -253,15 +250,13 @@ class SMCScheduler(Scheduler):
             for slot_index in range(1, group.tag.num_particles):
                 if not event.finished[slot_index]:
                     self._spawn(group, slot_index, [])
-        for slot_index, done in enumerate(event.finished):
-            slot = group.slots[slot_index]
-            if done and not slot.finished and slot.request is not None and slot.request.is_finished():
-                slot.finished = True
         if event.ended:
             return self._end(group, tokens=event.tokens or [])
         return []
 
-    def _end(self, group: Group, tokens: list[int] | None = None, error: str | None = None) -> list[EngineCoreOutput]:
+    def _end(
+        self, group: Group, tokens: list[int] | None = None, error: str | None = None
+    ) -> list[tuple[int, EngineCoreOutput]]:
         leftovers = [r.request_id for r in group.requests() if not r.is_finished()]
         if leftovers:
             super().finish_requests(leftovers, RequestStatus.FINISHED_ABORTED)
@@ -275,11 +270,12 @@ class SMCScheduler(Scheduler):
         self.metrics.group_finished(len(tokens))
         return [self._user_output(group.user, tokens, FinishReason.STOP if stop else FinishReason.LENGTH)]
 
+    @staticmethod
     def _user_output(
-        self, request: Request, tokens: list[int], reason: FinishReason, error: str | None = None
-    ) -> EngineCoreOutput:
-        self._client_of[request.request_id] = request.client_index
-        return EngineCoreOutput(
+        request: Request, tokens: list[int], reason: FinishReason, error: str | None = None
+    ) -> tuple[int, EngineCoreOutput]:
+        """The one output of a user request, with the front-end client it goes to."""
+        return request.client_index, EngineCoreOutput(
             request_id=request.request_id,
             new_token_ids=tokens,
             finish_reason=reason,
