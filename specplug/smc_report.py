@@ -112,7 +112,7 @@ def measure_overhead(batch: int, particles: int, gamma: int, vocab: int, repeats
     }
 
 
-def _nll_per_token(model, prompts, outputs, temperature: float) -> float:
+def nll_per_token(model, prompts, outputs, temperature: float) -> float:
     """Mean −log p_T(token) of generated tokens under the target, one fresh forward per sequence."""
     import torch
 
@@ -158,7 +158,7 @@ def reference_runs(args) -> dict:
             "output_tokens": ar.stats.output_tokens,
             "tokens_per_target_forward": ar.stats.output_tokens / ar.stats.target_forwards / len(prompts),
             "wall_s": time.perf_counter() - began,
-            "nll_per_token": _nll_per_token(target, prompts, ar.tokens, 1.0),
+            "nll_per_token": nll_per_token(target, prompts, ar.tokens, 1.0),
         }
     )
     for label, draft, config in arms:
@@ -181,7 +181,7 @@ def reference_runs(args) -> dict:
                 "refed_tokens": s.refed_tokens,
                 "max_abs_log_weight": float(out.final.log_weights.abs().max()),
                 "wall_s": s.wall_s,
-                "nll_per_token": _nll_per_token(target, prompts, out.tokens, config.target_temperature),
+                "nll_per_token": nll_per_token(target, prompts, out.tokens, config.target_temperature),
             }
         )
     return {"model": args.model, "dataset": args.dataset, "num_prompts": len(prompts), "runs": runs}

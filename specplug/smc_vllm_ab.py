@@ -114,21 +114,10 @@ def run_arm(job: dict) -> dict:
 
 def _score(model: Path, prompts: list[list[int]], outputs: list[list[int]], temperature: float) -> float:
     """Mean log p_T(token) per output token under the target at the sampling temperature."""
-    import torch
-
     from specplug.core.reference.models import load_causal_lm
+    from specplug.smc_report import nll_per_token
 
-    target = load_causal_lm(model)
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for prompt, out in zip(prompts, outputs, strict=True):
-            if not out:
-                continue
-            ids = torch.tensor([prompt + out])
-            logits = target(ids).logits[0, len(prompt) - 1 : -1].double() / temperature
-            log_p = torch.log_softmax(logits, -1).gather(-1, torch.tensor(out).unsqueeze(-1))
-            total, count = total + float(log_p.sum()), count + len(out)
-    return total / count if count else float("nan")
+    return -nll_per_token(load_causal_lm(model), prompts, outputs, temperature)
 
 
 def run(args: argparse.Namespace) -> int:
