@@ -16,11 +16,22 @@ from typing import Any
 
 import pluggy
 
-from specplug.core import builtin_plugin, hookspecs
+from specplug.core import builtin_plugin, hookspecs, metrics
+from specplug.core.csd import plugin as csd_plugin
 from specplug.core.errors import UnknownMethodError
+from specplug.core.smc import plugin as smc_plugin
+from specplug.core.toolspec import plugin as toolspec_plugin
 from specplug.core.types import MethodInfo, PluginInfo, Proposer, Role, Verifier
 
 ENTRY_POINT_GROUP = "specplug"
+# The core's own plugins: standard pieces, step metrics, and one plugin per method (each beside its method's code).
+CORE_PLUGINS = {
+    "core": builtin_plugin,
+    "metrics": metrics,
+    "smc": smc_plugin,
+    "csd": csd_plugin,
+    "toolspec": toolspec_plugin,
+}
 log = logging.getLogger("specplug")
 
 
@@ -80,15 +91,21 @@ class SpecplugPluginManager(pluggy.PluginManager):
         return [m for m in found if role is None or m.role == role]
 
     def make_proposer(self, method: str, config: Mapping[str, Any] | None = None) -> Proposer:
-        made = self.hook.specplug_make_proposer(method=method, config=dict(config or {}))
+        made = self.hook.specplug_make_proposer(method=method, config=dict(config or {}), session=None)
         if made is None:
             raise UnknownMethodError("proposer", method, self._names("proposer"))
         return made
 
     def make_verifier(self, method: str, config: Mapping[str, Any] | None = None) -> Verifier:
-        made = self.hook.specplug_make_verifier(method=method, config=dict(config or {}))
+        made = self.hook.specplug_make_verifier(method=method, config=dict(config or {}), session=None)
         if made is None:
             raise UnknownMethodError("verifier", method, self._names("verifier"))
+        return made
+
+    def make_memory(self, kind: str, config: Mapping[str, Any] | None = None) -> Any:
+        made = self.hook.specplug_make_memory(kind=kind, config=dict(config or {}), session=None)
+        if made is None:
+            raise UnknownMethodError("memory", kind, self._names("memory"))
         return made
 
     def _names(self, role: Role) -> Iterable[str]:
@@ -102,7 +119,8 @@ def _entry_points(group: str) -> list[metadata.EntryPoint]:
 def create_plugin_manager(*, load_entry_points: bool = True, strict: bool = False) -> SpecplugPluginManager:
     """A fresh manager with the core plugin and, unless told otherwise, every installed specplug plugin."""
     pm = SpecplugPluginManager()
-    pm.register_checked(builtin_plugin, name="core", strict=True)
+    for name, plugin in CORE_PLUGINS.items():
+        pm.register_checked(plugin, name=name, strict=True)
     if load_entry_points:
         pm.load_entry_points(strict=strict)
     return pm

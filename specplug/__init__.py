@@ -13,10 +13,12 @@ except metadata.PackageNotFoundError:  # running from a source tree that was nev
 
 
 def __getattr__(name: str):
-    """`specplug.ToolSpec`: the short dotted path vLLM users give as a custom proposer
-    (`--speculative-config '{"model": "specplug.ToolSpec", "num_speculative_tokens": 8}'`), imported lazily."""
-    if name == "ToolSpec":
-        from specplug.plugins.vllm_smc.toolspec_proposer import ToolSpecProposer
+    """The short dotted paths vLLM users give as a custom proposer, imported lazily:
+    `specplug.Proposer` (any specplug method's proposer, named in `--additional-config`) and `specplug.ToolSpec`
+    (the same slot with ToolSpec as its default method):
+    `--speculative-config '{"model": "specplug.Proposer", "num_speculative_tokens": 8}'`."""
+    if name in ("Proposer", "ToolSpec"):
+        from specplug.plugins.vllm_smc import proposer_slot
 
-        return ToolSpecProposer
+        return proposer_slot.SpecplugProposer if name == "Proposer" else proposer_slot.ToolSpecProposer
     raise AttributeError(f"module 'specplug' has no attribute {name!r}")

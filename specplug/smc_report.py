@@ -131,11 +131,11 @@ def nll_per_token(model, prompts, outputs, temperature: float) -> float:
 def reference_runs(args) -> dict:
     from transformers import AutoTokenizer
 
-    from specplug.core.assets import load_dataset, render_prompt, resolve_model
-    from specplug.core.reference.models import load_causal_lm
-    from specplug.core.reference.runner import ReferenceRunner
-    from specplug.core.reference.smc_runner import SMCReferenceRunner
+    from specplug.assets import load_dataset, render_prompt, resolve_model
     from specplug.core.smc import SMCConfig
+    from specplug.reference.models import load_causal_lm
+    from specplug.reference.runner import ReferenceRunner
+    from specplug.reference.smc_runner import SMCReferenceRunner
 
     path = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(str(path))

@@ -56,7 +56,7 @@ def _arms(args: argparse.Namespace) -> list[dict]:
 def _prompts(args: argparse.Namespace, model: Path) -> tuple[list[list[int]], list[list[int]]]:
     from transformers import AutoTokenizer
 
-    from specplug.core.assets import load_dataset, render_prompt
+    from specplug.assets import load_dataset, render_prompt
 
     tokenizer = AutoTokenizer.from_pretrained(str(model))
     records = load_dataset(args.dataset, limit=args.num_prompts + 2)
@@ -114,7 +114,7 @@ def run_arm(job: dict) -> dict:
 
 def _score(model: Path, prompts: list[list[int]], outputs: list[list[int]], temperature: float) -> float:
     """Mean log p_T(token) per output token under the target at the sampling temperature."""
-    from specplug.core.reference.models import load_causal_lm
+    from specplug.reference.models import load_causal_lm
     from specplug.smc_report import nll_per_token
 
     return -nll_per_token(load_causal_lm(model), prompts, outputs, temperature)
@@ -125,8 +125,8 @@ def run(args: argparse.Namespace) -> int:
         job = json.loads(Path(args.arm_json).read_text())
         Path(job["result"]).write_text(json.dumps(run_arm(job)))
         return 0
-    from specplug.core.assets import pull_model, resolve_model
-    from specplug.core.reference.models import early_exit_checkpoint
+    from specplug.assets import pull_model, resolve_model
+    from specplug.reference.models import early_exit_checkpoint
 
     pull_model(args.model)
     model = resolve_model(args.model)

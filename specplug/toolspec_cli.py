@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         _remember_reference(arm, model_path, workload, args, out)
-    from specplug.core.memory.invocation import InvocationMemoryBank
+    from specplug.core.toolspec.memory import InvocationMemoryBank
 
     summary = InvocationMemoryBank.load(out).summary()
     print(
@@ -88,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _remember_reference(arm, model_path, workload, args, out: Path) -> None:
     from specplug.bench.reference_engine import bind_requests, make_proposer
-    from specplug.core.reference.models import load_causal_lm
-    from specplug.core.reference.runner import ReferenceRunner
+    from specplug.reference.models import load_causal_lm
+    from specplug.reference.runner import ReferenceRunner
 
     target = load_causal_lm(model_path)
     drafter = make_proposer(arm, target, model_path)

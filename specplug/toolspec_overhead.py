@@ -18,8 +18,8 @@ import numpy as np
 def _batch(batch: int, skip: int) -> tuple[Any, list[list[int]], list[list[int]], list[Any]]:
     from transformers import AutoTokenizer
 
-    from specplug.core.assets import load_dataset, render_prompt, resolve_model
-    from specplug.core.assets.prompts import format_tool_call
+    from specplug.assets import load_dataset, render_prompt, resolve_model
+    from specplug.assets.prompts import format_tool_call
 
     path = resolve_model("smollm2-135m")
     tokenizer = AutoTokenizer.from_pretrained(str(path))
@@ -45,8 +45,8 @@ def _vllm_ngram(k: int, max_model_len: int, batch: int):
 
 
 def measure(batch: int = 16, k: int = 8, skip: int = 0, repeats: int = 3) -> dict[str, Any]:
-    from specplug.core.proposers.toolspec import ToolSpecDrafter
     from specplug.core.toolspec.config import ToolSpecConfig
+    from specplug.core.toolspec.drafter import ToolSpecDrafter
 
     tokenizer, prompts, answers, tools = _batch(batch, skip)
     steps = max(len(a) for a in answers)

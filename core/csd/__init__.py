@@ -1,5 +1,6 @@
-"""CSD (calibrated speculative decoding): settings here; the verifier is `core.verifiers.calibrated`, the
-memory `core.memory.correction` and its file `core.memory.correction_bank`."""
+"""CSD (calibrated speculative decoding), all in this package: settings (`config`), the calibrated verifier
+(`verifier`), the online correction memory (`memory`) and its namespaced file (`bank`), and the hook
+implementations that join them to any engine host (`plugin`)."""
 
 from specplug.core.csd.config import CSDConfig
 

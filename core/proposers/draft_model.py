@@ -31,7 +31,7 @@ class DraftModelProposer:
 
     def start_batch(self, batch_size: int) -> None:
         """Begin a new batch of sequences (drops the draft's cache)."""
-        from specplug.core.reference.slot_cache import SlotCache
+        from specplug.reference.slot_cache import SlotCache
 
         self._cache = SlotCache(self.model, batch_size)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -20,7 +21,7 @@ from specplug.core.smc.config import SMCConfig
 from specplug.core.smc.resample import ForkPlan
 from specplug.core.smc.rng import Stream, stream_keys, uniforms
 from specplug.core.smc.state import ParticleState
-from specplug.core.types import PAD_TOKEN
+from specplug.core.types import PAD_TOKEN, DraftBatch
 
 
 @dataclass
@@ -134,6 +135,15 @@ class SMCSampler:
         kept = torch.arange(gamma + 1, device=block.device) < counts.unsqueeze(-1)
         committed = torch.where(kept, block, torch.full_like(block, PAD_TOKEN))
         return CycleResult(committed, counts, increment, live, ess, plan)
+
+    def verify(self, draft: DraftBatch, target_logits: torch.Tensor, *, state: ParticleState, **_: Any) -> CycleResult:
+        """`cycle` behind the `Verifier` protocol, so hosts call it through `specplug_verify` (wrappers time it).
+
+        SMC's rows are groups: `draft.tokens` and `draft.log_q` are [R, N, γ], `target_logits` [R, N, γ+1, V].
+        """
+        if draft.log_q is None:
+            raise ValueError("SMC-SD weighs drafts by their log q: the draft batch must carry log_q")
+        return self.cycle(state, draft.tokens, draft.log_q, target_logits)
 
     @staticmethod
     def _keys(state: ParticleState, cycles: torch.Tensor, stream: Stream) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""ToolSpec (schema-aware, retrieval-based drafting for tool calls): settings and call formats here, the state
-machine in `grammar`, the drafter `core.proposers.toolspec`, its memory `core.memory.invocation`."""
+"""ToolSpec (schema-aware, retrieval-based drafting for tool calls), all in this package: settings and call
+formats (`config`, `formats`), the tool-call state machine (`grammar`), the drafter (`drafter`), its per-tenant
+retrieval memory (`memory`) and the hook implementations that join them to any engine host (`plugin`)."""
 
 from specplug.core.toolspec.config import ToolSpecConfig
 

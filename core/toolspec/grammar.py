@@ -36,7 +36,7 @@ def normalize_schema(schema: Any) -> dict[str, Any]:
     `normalize_schema` that renders the prompts' tools; then keys that do not shape the text (descriptions,
     defaults) are dropped and objects with declared properties are closed (see the module docstring).
     """
-    from specplug.core.assets.datasets import normalize_schema as valid_json_schema
+    from specplug.assets.datasets import normalize_schema as valid_json_schema
 
     return _drafting_view(valid_json_schema(schema)) if isinstance(schema, Mapping) else {}
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from specplug.core.memory.correction_bank import CorrectionMemoryBank
-from specplug.core.verifiers.calibrated import CalibratedTreeVerifier
+from specplug.core.csd.bank import CorrectionMemoryBank
+from specplug.core.csd.verifier import CalibratedTreeVerifier
 from specplug.plugins.sglang_csd.settings import CSDSettings
 from specplug.plugins.sglang_csd.tree_layout import draft_batch_from_sglang, sglang_outputs
 

@@ -4,7 +4,7 @@ TensorRT-LLM hands a user-provided resource manager (`UserProvidedDecodingConfig
 life cycle: `update_resources(scheduled_batch)` after each step and `free_resources(request)` when a request ends
 (the `BaseResourceManager` protocol of `tensorrt_llm/_torch/pyexecutor/resource_manager.py`). That is where a
 finished answer must go into ToolSpec's retrieval memory, so the pool, not the drafter, owns the engine-neutral
-`core.proposers.toolspec.ToolSpecDrafter` (the NGramPoolManager / NGramDrafter split of TensorRT-LLM's own n-gram
+`core.toolspec.drafter.ToolSpecDrafter` (the NGramPoolManager / NGramDrafter split of TensorRT-LLM's own n-gram
 method). The `Drafter` subclass (`drafter.py`) only walks the batch and asks `draft_for` per request.
 
 Requests are keyed by TensorRT-LLM's request id, never by batch row: rows move between steps.
@@ -32,7 +32,7 @@ from itertools import chain
 from typing import Any
 
 from specplug.core.errors import ConfigError
-from specplug.core.memory.persist import DataFileError
+from specplug.core.persist import DataFileError
 from specplug.core.toolspec.config import METHOD, ToolSpecConfig
 from specplug.plugins.trtllm_toolspec.engine import engine_import
 
@@ -166,7 +166,7 @@ class ToolSpecPool:
         return self._core is not None
 
     def _build(self) -> Any:
-        from specplug.core.proposers.toolspec import ToolSpecDrafter
+        from specplug.core.toolspec.drafter import ToolSpecDrafter
 
         try:
             from transformers import AutoTokenizer

@@ -1,15 +1,12 @@
-"""Request-time refusals for SMC-SD on vLLM: a request asking for something SMC-SD cannot honour gets an HTTP 400
-with the reason, before it reaches the engine core (never a crash mid-serving).
+"""Request-time refusals as vLLM logits processors, for deployments that start a server with
+`--logits-processors specplug.plugins.vllm_smc.admission:SMCAdmission` (the documented form of earlier releases).
 
-vLLM calls `LogitsProcessor.validate_params` for every request of a server started with
-`--logits-processors specplug.plugins.vllm_smc.admission:SMCAdmission`, before `n > 1` fans out, and turns a
-`ValueError` into a validation error (HTTP 400). The processor itself changes no logits.
-
-Why each feature is refused: SMC-SD's importance weights are ratios of the target's and the draft's *untruncated*
-tempered distributions, and its output is one particle chosen at the end of the group. Truncation (top-k/p,
-min-p), penalties, biases and banned or allowed token sets change the target the weights assume; per-token
-logprobs would describe particles that may be discarded; stop strings and extra stop tokens end particles at
-points the weights do not cut; n > 1 would multiply the particle groups behind one request.
+The reasons come from the method's `specplug_refuse_request` hook — the same check the runner patch runs inside
+vLLM's own request validation (`runner_hooks.refuse_unsupported`), which is what serves every request today:
+vLLM refuses custom logits processors whenever speculative decoding is on. vLLM calls
+`LogitsProcessor.validate_params` before `n > 1` fans out and turns a `ValueError` into HTTP 400. The processor
+changes no logits. Building it checks, in the worker, that specplug's runner patches took effect, so a server
+whose bootstrap failed does not serve plain decoding under a specplug method's name.
 """
 
 from __future__ import annotations
@@ -19,58 +16,40 @@ from typing import Any
 import torch
 from vllm.v1.sample.logits_processor import LogitsProcessor
 
-from specplug.core.smc.config import METHOD
-
-
-def unsupported_features(params: Any) -> list[str]:
-    """Human-readable reasons why a vLLM SamplingParams cannot be served by SMC-SD; empty when it can."""
-    reasons: list[str] = []
-
-    def refuse(condition: bool, text: str) -> None:
-        if condition:
-            reasons.append(text)
-
-    refuse(getattr(params, "n", 1) != 1, f"n={params.n} (one SMC particle group per request; send n requests)")
-    refuse(not params.temperature > 0, "temperature must be > 0 (SMC-SD samples; use greedy speculation for T=0)")
-    refuse(params.top_k not in (0, -1, None), f"top_k={params.top_k} (truncation changes the weighted target)")
-    refuse(params.top_p < 1.0, f"top_p={params.top_p} (truncation changes the weighted target)")
-    refuse(params.min_p > 0.0, f"min_p={params.min_p} (truncation changes the weighted target)")
-    refuse(params.presence_penalty != 0.0, "presence_penalty (penalties change the weighted target)")
-    refuse(params.frequency_penalty != 0.0, "frequency_penalty (penalties change the weighted target)")
-    refuse(params.repetition_penalty != 1.0, "repetition_penalty (penalties change the weighted target)")
-    refuse(bool(params.logit_bias), "logit_bias (changes the weighted target)")
-    refuse(bool(params.bad_words), "bad_words (changes the weighted target)")
-    refuse(params.allowed_token_ids is not None, "allowed_token_ids (changes the weighted target)")
-    refuse(params.structured_outputs is not None, "structured outputs (grammar masks change the weighted target)")
-    refuse(params.logprobs is not None, "logprobs (they would describe particles that may be discarded)")
-    refuse(params.prompt_logprobs is not None, "prompt_logprobs")
-    refuse(bool(params.stop), "stop strings (particles end only at EOS or the token budget)")
-    refuse(bool(params.stop_token_ids), "stop_token_ids (particles end only at the model's EOS or the budget)")
-    refuse(params.min_tokens > 0, "min_tokens (suppressing EOS changes the weighted target)")
-    refuse(bool(params.ignore_eos), "ignore_eos (EOS ends a particle)")
-    return reasons
+from specplug.core.errors import SpecplugError
+from specplug.core.host import refusals
 
 
 class RefusingAdmission(LogitsProcessor):
-    """A logits processor that only refuses requests (changes no logits); subclasses say what and why."""
+    """A logits processor that only refuses the requests its method refuses (changes no logits)."""
 
-    method_name = "specplug"
-    display_name = "specplug"
+    method_name = ""
 
-    @staticmethod
-    def reasons(sampling_params: Any) -> list[str]:
-        raise NotImplementedError
+    @classmethod
+    def reasons(cls, sampling_params: Any) -> list[str]:
+        from specplug.plugins.vllm_smc.host import request_context
+
+        return refusals(cls.method_name, request_context("validation", (), sampling_params))
 
     @classmethod
     def validate_params(cls, sampling_params: Any) -> None:
         reasons = cls.reasons(sampling_params)
         if reasons:
             raise ValueError(
-                f"{cls.method_name}: this request cannot be served with {cls.display_name}: " + "; ".join(reasons)
+                f"{cls.method_name}: this request cannot be served with {cls.method_name}: " + "; ".join(reasons)
             )
 
     def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None:
         del vllm_config, device, is_pin_memory
+        from specplug.plugins.vllm_smc.bootstrap import BOOTSTRAP
+        from specplug.plugins.vllm_smc.runner_hooks import PATCHER
+
+        patches = PATCHER.report()
+        if not patches or not all(p.in_effect for p in patches):
+            raise SpecplugError(
+                f"{self.method_name} was selected but specplug's vLLM runner patches are not in effect "
+                f"(bootstrap: {BOOTSTRAP.state} {BOOTSTRAP.detail}); refusing to serve under its name"
+            )
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         return logits
@@ -82,9 +61,11 @@ class RefusingAdmission(LogitsProcessor):
         del batch_update
 
 
-class SMCAdmission(RefusingAdmission):
-    """Refuses requests SMC-SD cannot serve; changes no logits."""
+def admission_for(method: str) -> type[RefusingAdmission]:
+    """The refusing logits processor of any method (a class vLLM can load from a dotted path)."""
+    return type(f"{method.capitalize()}Admission", (RefusingAdmission,), {"method_name": method})
 
-    method_name = METHOD
-    display_name = "SMC-SD"
-    reasons = staticmethod(unsupported_features)
+
+# Class paths documented by earlier releases.
+SMCAdmission = admission_for("smc")
+CSDAdmission = admission_for("csd")

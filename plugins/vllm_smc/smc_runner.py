@@ -27,10 +27,11 @@ from typing import Any
 import torch
 
 from specplug.core.errors import ConfigError
+from specplug.core.host import EngineProposer, MethodSession
 from specplug.core.patching import Patcher
 from specplug.core.smc import SMCConfig, SMCSampler
 from specplug.core.smc.rng import Stream, gumbel_argmax, stream_keys
-from specplug.core.types import PAD_TOKEN
+from specplug.core.types import PAD_TOKEN, DraftBatch, StepOutcome
 from specplug.plugins.vllm_smc.smc_protocol import REPORT_ATTR, GroupEvent, ParticleTag
 
 log = logging.getLogger("specplug")
@@ -58,9 +59,10 @@ class GroupReplica:
 class SMCRunner:
     """The SMC-SD state and replaced methods of one model runner."""
 
-    def __init__(self, runner: Any, config: SMCConfig) -> None:
+    def __init__(self, runner: Any, config: SMCConfig, session: MethodSession) -> None:
         self.runner = runner
         self.config = config
+        self.session = session
         self.groups: dict[str, GroupReplica] = {}
         self.drafts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # request id -> (tokens [γ], log q [γ])
         self.events: list[GroupEvent] = []
@@ -222,9 +224,23 @@ class SMCRunner:
                 self._context(tags, req_ids, rows, dst) == self._context(tags, req_ids, rows, src)
             )
         replica.forks = []
-        result = replica.sampler.cycle(state, drafts, log_q, target)
+        draft = DraftBatch(tokens=drafts, num_tokens=torch.full((1,), gamma), log_q=log_q)
+        result = self.session.pm.hook.specplug_verify(
+            verifier=replica.sampler, draft=draft, target_logits=target, options={"state": state}
+        )
         out[row_index, : gamma + 1] = result.tokens[0, slots].to(device="cpu", dtype=torch.int32)
         event.ess = float(result.ess[0]) / n
+        rows_of_slots = [req_ids[rows[s]] for s in sorted(rows)]
+        self.session.step(
+            StepOutcome(
+                request_ids=rows_of_slots,
+                num_proposed=torch.full((len(rows),), gamma),
+                num_accepted=(result.num_committed[0, slots].cpu() - 1).clamp_min(0),
+                ess=torch.full((len(rows),), event.ess),
+                resampled=result.plan.resampled[0].expand(len(rows)).cpu(),
+                extra={"group": group, "cycle": event.cycle},
+            )
+        )
         self._emit(event, replica, result.plan)
 
     def _context(self, tags: list[ParticleTag | None], req_ids: list[str], rows: dict[int, int], slot: int) -> list:
@@ -287,7 +303,9 @@ class SMCRunner:
             base = torch.tensor(slots, dtype=torch.int64).unsqueeze(1) * gamma + torch.arange(gamma)
             keys = stream_keys(torch.tensor(seeds).unsqueeze(1), torch.tensor(cycles).unsqueeze(1), Stream.DRAFT, base)
             self._draft_rows = (req_ids, torch.tensor(particle), keys)
-        draft_ids = self.original_propose(*args, **kwargs)
+        draft_ids = self.session.pm.hook.specplug_propose(
+            proposer=EngineProposer(self.original_propose), contexts=(), options={"args": args, "kwargs": kwargs}
+        )
         if self._draft_rows is not None and len(self._draft_log_q) == draft_ids.shape[1]:
             log_q = torch.stack(self._draft_log_q, dim=1).cpu()
             tokens = draft_ids.to(device="cpu", dtype=torch.int64)
@@ -314,12 +332,13 @@ class SMCRunner:
         return torch.where(particle.to(logits.device), sampled, greedy), None
 
 
-def install_smc(runner: Any) -> SMCRunner:
+def install_smc(runner: Any, session: MethodSession) -> SMCRunner:
     """Give a freshly built V1 runner SMC-SD's verifier and draft sampler (startup errors are ConfigErrors)."""
-    from specplug.plugins.vllm_smc.settings import smc_config_from_vllm
+    from specplug.plugins.vllm_smc.smc_settings import check_scheduler, smc_config_from_vllm
 
+    check_scheduler(runner.vllm_config)
     config = smc_config_from_vllm(runner.vllm_config)
-    smc = SMCRunner(runner, config)
+    smc = SMCRunner(runner, config, session)
     smc.install()
     runner.specplug_smc = smc
     log.info(

@@ -28,8 +28,8 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs, FinishReason
 from vllm.v1.request import Request, RequestStatus
 
-from specplug.plugins.vllm_smc.admission import unsupported_features
-from specplug.plugins.vllm_smc.settings import smc_config_from_vllm, smc_plugin_settings
+from specplug.core.smc.plugin import unsupported_features
+from specplug.plugins.vllm_smc.host import sampling_settings
 from specplug.plugins.vllm_smc.smc_metrics import SMCMetrics
 from specplug.plugins.vllm_smc.smc_protocol import (
     EXTRA_ARGS_KEY,
@@ -39,6 +39,7 @@ from specplug.plugins.vllm_smc.smc_protocol import (
     ParticleTag,
     particle_request_id,
 )
+from specplug.plugins.vllm_smc.smc_settings import smc_config_from_vllm, smc_plugin_settings
 
 log = logging.getLogger("specplug")
 
@@ -98,7 +99,7 @@ class SMCScheduler(Scheduler):
         params = request.sampling_params
         if params is None:
             return self._reject(request, "pooling requests cannot be served by SMC-SD")
-        reasons = unsupported_features(params)
+        reasons = unsupported_features(sampling_settings(params))
         if request.num_prompt_tokens == 0 or request.prompt_token_ids is None:
             reasons.append("prompt embeddings (SMC-SD forks need token ids)")
         if reasons:

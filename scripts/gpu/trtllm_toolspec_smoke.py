@@ -105,8 +105,8 @@ def prompts(model: str, tools: list[dict[str, Any]], count: int) -> list[list[in
     """Chat-templated prompt token ids (tools in the template, or in the system prompt if it has no tool support)."""
     from transformers import AutoTokenizer
 
-    from specplug.core.assets.datasets import PromptRecord
-    from specplug.core.assets.prompts import render_text
+    from specplug.assets.datasets import PromptRecord
+    from specplug.assets.prompts import render_text
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     out = []

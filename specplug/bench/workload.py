@@ -38,7 +38,7 @@ class Workload:
 def split_dataset(dataset: str) -> tuple[str, str | None]:
     """`NAME:PART` -> (NAME, PART) for a known dataset, where PART is a split or a category (bfcl:single_turn,
     bfcl:simple_python, tooltalk:easy); a file path or a plain name is returned unchanged."""
-    from specplug.core.assets import DATASETS
+    from specplug.assets import DATASETS
 
     name, sep, part = dataset.partition(":")
     if sep and name in DATASETS and not Path(dataset).expanduser().exists():
@@ -47,7 +47,7 @@ def split_dataset(dataset: str) -> tuple[str, str | None]:
 
 
 def _load(dataset: str, limit: int) -> list:
-    from specplug.core.assets import DATASETS, load_dataset
+    from specplug.assets import DATASETS, load_dataset
 
     name, part = split_dataset(dataset)
     if part is None:
@@ -65,7 +65,7 @@ def build_workload(model_path: Path, dataset: str, num_prompts: int, num_warmup:
         raise ConfigError("num_prompts", num_prompts, ">= 1")
     from transformers import AutoTokenizer
 
-    from specplug.core.assets import AssetError, render_prompt, supports_tools
+    from specplug.assets import AssetError, render_prompt, supports_tools
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_path))
     try:
@@ -122,7 +122,7 @@ def memory_slice(model: str, dataset: str, num_prompts: int, skip: int, concurre
     `specplug toolspec remember`): after `skip` prompts, so benches can measure the first ones."""
     if num_prompts < 1 or skip < 0 or concurrency < 1 or max_tokens < 1:
         raise ConfigError("num_prompts/skip/concurrency/max_tokens", None, "positive values (skip ≥ 0)")
-    from specplug.core.assets import resolve_model
+    from specplug.assets import resolve_model
 
     model_path = resolve_model(model)
     return model_path, build_workload(model_path, dataset, num_prompts, skip=skip)

@@ -64,7 +64,7 @@ def stand_in() -> type[StandInEngine]:
 def bench(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., int]:
     """`specplug bench` with the model, the workloads (per dataset: `bench.workloads`) and the engine stood in."""
     workloads: dict[str, Workload] = {}
-    monkeypatch.setattr("specplug.core.assets.resolve_model", lambda name: tmp_path / "model")
+    monkeypatch.setattr("specplug.assets.resolve_model", lambda name: tmp_path / "model")
     monkeypatch.setattr(
         "specplug.bench.workload.build_workload", lambda model, ds, n, **k: workloads.get(ds) or make_workload(ds)
     )

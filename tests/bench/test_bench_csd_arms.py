@@ -11,9 +11,9 @@ import pytest
 from specplug.bench.arms import csd_settings, parse_arm, proposer_arm
 from specplug.bench.cli import check_memories
 from specplug.bench.workload import Workload
+from specplug.core.csd.bank import CorrectionMemoryBank
 from specplug.core.csd.config import CSDConfig
 from specplug.core.errors import ConfigError
-from specplug.core.memory.correction_bank import CorrectionMemoryBank
 
 
 def test_csd_arms_parse_and_map_to_their_proposer() -> None:

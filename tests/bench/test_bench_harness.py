@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from specplug.assets.datasets import PromptRecord
 from specplug.bench import cli as bench_cli
 from specplug.bench.workload import Workload
 from specplug.cli import main
-from specplug.core.assets.datasets import PromptRecord
 
 
 @pytest.fixture

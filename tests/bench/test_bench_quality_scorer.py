@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from specplug.assets.datasets import PromptRecord
 from specplug.bench.quality import Scorer, task_of
-from specplug.core.assets.datasets import PromptRecord
 
 USER = [{"role": "user", "content": "?"}]
 HUMANEVAL = PromptRecord(

@@ -13,8 +13,8 @@ from specplug.bench.quality.bfcl import tool_call_tokens
 from specplug.bench.report import markdown
 from specplug.bench.workload import Workload
 from specplug.core.errors import ConfigError
-from specplug.core.memory.invocation import InvocationMemoryBank
 from specplug.core.toolspec.config import ToolSpecConfig
+from specplug.core.toolspec.memory import InvocationMemoryBank
 
 
 def test_toolspec_arms_parse_and_become_vllm_flags() -> None:
@@ -85,7 +85,7 @@ def test_every_concurrency_pass_starts_from_the_arms_own_memory(monkeypatch) -> 
     from types import SimpleNamespace
 
     from specplug.bench import reference_engine
-    from specplug.core.reference import models, runner
+    from specplug.reference import models, runner
 
     events: list[str] = []
 

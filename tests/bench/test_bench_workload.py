@@ -29,6 +29,6 @@ def test_split_dataset(tmp_path: Path) -> None:
 )
 def test_loading_routes_splits_and_categories(monkeypatch, dataset: str, call: dict) -> None:
     seen = []
-    monkeypatch.setattr("specplug.core.assets.load_dataset", lambda name, **kw: seen.append((name, kw)) or [])
+    monkeypatch.setattr("specplug.assets.load_dataset", lambda name, **kw: seen.append((name, kw)) or [])
     workload._load(dataset, 5)
     assert seen == [(dataset.partition(":")[0], call)]

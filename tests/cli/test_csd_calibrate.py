@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from specplug.cli import main
-from specplug.core.memory.correction_bank import CorrectionMemoryBank
+from specplug.core.csd.bank import CorrectionMemoryBank
 
 pytestmark = pytest.mark.slow
 DRAFT = "draft_model:model=smollm2-135m:layers=4:k=3"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from specplug.cli import main
-from specplug.core.memory.invocation import InvocationMemoryBank
+from specplug.core.toolspec.memory import InvocationMemoryBank
 
 pytestmark = pytest.mark.slow
 

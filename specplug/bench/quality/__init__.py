@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from specplug.core.assets.datasets import PromptRecord
+from specplug.assets.datasets import PromptRecord
 
 METRICS = {"bfcl": "BFCL call match (AST-style)", "humaneval": "HumanEval pass@1 (sandboxed, 10 s timeout)"}
 

@@ -8,7 +8,7 @@ values (BFCL's marker for "optional, may be omitted"). Strings compare case-inse
 `,./-_*^` and treating ' as " as BFCL does; int and float compare by value; nested dicts and lists compare recursively.
 
 Parsing is lenient about the wrapping, never about the content: `<tool_call>…</tool_call>` blocks (the format
-the SmolLM2 prompt teaches, see core/assets/prompts.py), JSON code fences and bare JSON objects in prose are
+the SmolLM2 prompt teaches, see specplug/assets/prompts.py), JSON code fences and bare JSON objects in prose are
 all read; `"arguments"` may also be spelled `"parameters"` or be a JSON string.
 """
 

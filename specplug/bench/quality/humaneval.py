@@ -6,7 +6,7 @@ cwd on sys.path), in an empty temporary directory, with stdin closed, a minimal 
 (address space, CPU seconds, file size, core dumps) set before exec, and its whole process group killed on
 timeout. This is containment for honest-but-buggy code, not a security boundary for hostile code.
 
-The SmolLM2 prompt asks for "the full function in a code block" (core/assets/datasets.py), so the program is the
+The SmolLM2 prompt asks for "the full function in a code block" (specplug/assets/datasets.py), so the program is the
 dataset prompt (its imports and helpers) followed by the code from the reply's first Python fence; a reply that
 does not redefine the entry point is treated as a body continuation of the prompt, HumanEval's original format.
 """
@@ -112,5 +112,5 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def score(text: str, gold: Mapping[str, Any], prompt: str, timeout_s: float = TIMEOUT_S) -> bool:
-    """pass@1 of one greedy reply to a HumanEval record (`gold` and `extra["prompt"]` from core.assets)."""
+    """pass@1 of one greedy reply to a HumanEval record (`gold` and `extra["prompt"]` from specplug.assets)."""
     return run_program(build_program(text, gold, prompt), timeout_s).passed

@@ -10,9 +10,9 @@ from collections import Counter
 import pytest
 import torch
 
-from specplug.core.memory.correction import CorrectionMemory
-from specplug.core.memory.correction_bank import CorrectionMemoryBank, prompt_digest
-from specplug.core.memory.persist import DataFileError, read_data_file, write_data_file
+from specplug.core.csd.bank import CorrectionMemoryBank, prompt_digest
+from specplug.core.csd.memory import CorrectionMemory
+from specplug.core.persist import DataFileError, read_data_file, write_data_file
 
 
 def test_counts_equal_a_brute_force_recount() -> None:

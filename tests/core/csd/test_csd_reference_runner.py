@@ -8,11 +8,11 @@ import math
 import torch
 
 from specplug.core.csd.config import CSDConfig
-from specplug.core.memory.correction import CorrectionMemory
+from specplug.core.csd.memory import CorrectionMemory
+from specplug.core.csd.verifier import CalibratedChainVerifier
 from specplug.core.proposers.draft_model import DraftModelProposer
 from specplug.core.proposers.ngram import NgramProposer
-from specplug.core.reference.runner import ReferenceRunner
-from specplug.core.verifiers.calibrated import CalibratedChainVerifier
+from specplug.reference.runner import ReferenceRunner
 
 from ..reference.conftest import tiny_llama  # noqa: F401  (fixture)
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from specplug.core.csd.config import CSDConfig
-from specplug.core.memory.correction import CorrectionMemory
+from specplug.core.csd.memory import CorrectionMemory
+from specplug.core.csd.verifier import CalibratedChainVerifier, CalibratedTreeVerifier
 from specplug.core.types import PAD_TOKEN, DraftBatch, TokenVerdict
-from specplug.core.verifiers.calibrated import CalibratedChainVerifier, CalibratedTreeVerifier
 from specplug.core.verifiers.greedy_chain import GreedyChainVerifier
 from specplug.core.verifiers.greedy_tree import GreedyTreeVerifier
 
@@ -159,8 +159,8 @@ def test_tree_reduces_to_greedy_tree_and_prefers_exact_paths() -> None:
 
 
 def test_finite_lambda_without_memory_is_refused_early() -> None:
+    from specplug.core.csd.verifier import rescue_rule
     from specplug.core.errors import ConfigError
-    from specplug.core.verifiers.calibrated import rescue_rule
 
     with pytest.raises(ValueError, match="needs a correction memory"):
         rescue_rule(torch.zeros(1, 1, dtype=torch.int64), torch.zeros(1, 1, 3), None, CSDConfig(lam=3))

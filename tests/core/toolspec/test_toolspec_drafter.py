@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from specplug.core.errors import ConfigError
-from specplug.core.proposers.toolspec import ToolSpecDrafter, _trie
 from specplug.core.toolspec.config import ToolSpecConfig
+from specplug.core.toolspec.drafter import ToolSpecDrafter, _trie
 
 from .toolspec_cases import TOOLS
 
@@ -134,8 +134,8 @@ def test_errors_are_clear(smollm2_tokenizer) -> None:
 
 
 def test_selected_through_the_plugin_hooks(smollm2_tokenizer) -> None:
-    from specplug.core.memory.invocation import InvocationMemoryBank
     from specplug.core.plugin_manager import create_plugin_manager
+    from specplug.core.toolspec.memory import InvocationMemoryBank
 
     pm = create_plugin_manager(load_entry_points=False)
     drafter = pm.hook.specplug_make_proposer(

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from specplug.core.memory.invocation import KIND, InvocationMemoryBank
-from specplug.core.memory.persist import DataFileError, write_data_file
+from specplug.core.persist import DataFileError, write_data_file
+from specplug.core.toolspec.memory import KIND, InvocationMemoryBank
 
 
 def test_continuation_of_the_longest_matching_suffix() -> None:

@@ -20,9 +20,9 @@ NUM_PROMPTS, MAX_TOKENS = 12, 96
 def setup():
     from transformers import AutoTokenizer
 
-    from specplug.core.assets import load_dataset, render_prompt, resolve_model
-    from specplug.core.reference.models import load_causal_lm
-    from specplug.core.reference.runner import ReferenceRunner
+    from specplug.assets import load_dataset, render_prompt, resolve_model
+    from specplug.reference.models import load_causal_lm
+    from specplug.reference.runner import ReferenceRunner
 
     path = resolve_model("smollm2-135m")
     tokenizer = AutoTokenizer.from_pretrained(str(path))
@@ -48,8 +48,8 @@ def _diverged(model, prompts, want_all, got_all) -> int:
 
 
 def test_toolspec_is_greedy_output_cold_and_warm(setup, record_property) -> None:
-    from specplug.core.proposers.toolspec import ToolSpecDrafter
     from specplug.core.toolspec.config import ToolSpecConfig
+    from specplug.core.toolspec.drafter import ToolSpecDrafter
 
     tokenizer, model, runner, records, prompts, ar = setup
     drafter = ToolSpecDrafter(ToolSpecConfig(num_speculative_tokens=8), tokenizer)

@@ -78,7 +78,7 @@ def load_tokenizer(name: str):
         else:
             from transformers import AutoTokenizer
 
-            from specplug.core.assets import resolve_model
+            from specplug.assets import resolve_model
 
             _CACHE[name] = AutoTokenizer.from_pretrained(str(resolve_model(name)))
     return _CACHE[name]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from specplug.core.errors import ConfigError, PatchError
-from specplug.core.memory.persist import DataFileError
+from specplug.core.persist import DataFileError
 from specplug.plugins.sglang_csd.settings import CONFIG_ENV
 
 pytestmark = pytest.mark.sglang

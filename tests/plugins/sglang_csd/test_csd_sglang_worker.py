@@ -21,9 +21,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from specplug.core.csd.bank import CorrectionMemoryBank
 from specplug.core.errors import ConfigError, PatchError
-from specplug.core.memory.correction_bank import CorrectionMemoryBank
-from specplug.core.memory.persist import DataFileError
+from specplug.core.persist import DataFileError
 from specplug.plugins.sglang_csd import verify_hook
 from specplug.plugins.sglang_csd.settings import CONFIG_ENV
 

@@ -10,7 +10,7 @@ from .fake_trtllm import install
 
 @pytest.fixture(scope="session")
 def model_dir() -> str:
-    from specplug.core.assets import resolve_model
+    from specplug.assets import resolve_model
 
     return str(resolve_model("smollm2-135m"))
 

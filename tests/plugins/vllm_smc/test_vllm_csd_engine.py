@@ -20,7 +20,7 @@ os.environ.update({"VLLM_USE_V2_MODEL_RUNNER": "0", "VLLM_CPU_KVCACHE_SPACE": "2
                    "VLLM_ALLOW_INSECURE_SERIALIZATION": "1"})
 if __name__ == "__main__":
     from vllm import LLM, SamplingParams
-    from specplug.core.assets import resolve_model
+    from specplug.assets import resolve_model
     from specplug.plugins.vllm_smc.csd_sampler import csd_rpc
     extra = json.loads(sys.argv[1])
     llm = LLM(model=str(resolve_model("smollm2-135m")), dtype="float32", enforce_eager=True, max_model_len=768,
@@ -88,7 +88,7 @@ def test_csd_inside_vllm_cpu(tmp_path: Path) -> None:
     assert stats["rescued"] > 0 and loose["tokens"] != standard["tokens"]
     assert stats["accepted"] == loose["accepted"] > standard["accepted"]  # vLLM's metric counts rescues
     assert loose["after"]["saved"] is True
-    from specplug.core.memory.correction_bank import CorrectionMemoryBank
+    from specplug.core.csd.bank import CorrectionMemoryBank
 
     assert loose["reload"]["loaded"] is False and "truncated or corrupt" in loose["reload"]["error"]
     assert loose["reload"]["served_after"] == 8 and loose["reload"]["good"] is True

@@ -12,11 +12,11 @@ pytestmark = pytest.mark.vllm
 def test_lambda_infinity_equals_vllm_and_csd_equals_the_core_verifier() -> None:
     from vllm.v1.sample.sampler import Sampler
 
+    from specplug.core.csd.bank import CorrectionMemoryBank
     from specplug.core.csd.config import CSDConfig
-    from specplug.core.memory.correction import CorrectionMemory
-    from specplug.core.memory.correction_bank import CorrectionMemoryBank
+    from specplug.core.csd.memory import CorrectionMemory
+    from specplug.core.csd.verifier import CalibratedChainVerifier
     from specplug.core.types import DraftBatch
-    from specplug.core.verifiers.calibrated import CalibratedChainVerifier
     from specplug.csd_overhead import _inputs, measure
     from specplug.plugins.vllm_smc.csd_sampler import CSDRejectionSampler
 

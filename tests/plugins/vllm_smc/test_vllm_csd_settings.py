@@ -18,7 +18,7 @@ pytestmark = pytest.mark.vllm
 def vllm_config():
     from vllm.engine.arg_utils import EngineArgs
 
-    from specplug.core.assets import resolve_model
+    from specplug.assets import resolve_model
 
     return EngineArgs(
         model=str(resolve_model("smollm2-135m")),

@@ -29,7 +29,7 @@ if config["tp"] > 1:
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "0|1|0"
 if __name__ == "__main__":
     from vllm import LLM, SamplingParams
-    from specplug.core.assets import resolve_model
+    from specplug.assets import resolve_model
     model = str(resolve_model("smollm2-135m"))
     llm = LLM(model=model, dtype="float32", enforce_eager=True, max_model_len=384, max_num_seqs=16, seed=0,
               block_size=32, enable_prefix_caching=True, tensor_parallel_size=config["tp"],

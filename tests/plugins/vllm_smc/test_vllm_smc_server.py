@@ -93,7 +93,7 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from specplug.core.assets import pull_model, resolve_model
+    from specplug.assets import pull_model, resolve_model
 
     pull_model("smollm2-135m")
     model = str(resolve_model("smollm2-135m"))
@@ -158,9 +158,9 @@ def test_uniform_weights_and_outputs_follow_the_target(server) -> None:
     import torch
     from transformers import AutoTokenizer
 
-    from specplug.core.reference.models import load_causal_lm
-    from specplug.core.reference.smc_runner import SMCReferenceRunner
     from specplug.core.smc import SMCConfig
+    from specplug.reference.models import load_causal_lm
+    from specplug.reference.smc_runner import SMCReferenceRunner
 
     tokenizer = AutoTokenizer.from_pretrained(server["model"])
     prompt = tokenizer(PROMPT)["input_ids"]

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.vllm
 def vllm_config():
     from vllm.engine.arg_utils import EngineArgs
 
-    from specplug.core.assets import pull_model, resolve_model
+    from specplug.assets import pull_model, resolve_model
 
     pull_model("smollm2-135m")
     model = str(resolve_model("smollm2-135m"))

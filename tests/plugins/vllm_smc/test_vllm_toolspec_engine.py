@@ -50,7 +50,7 @@ if __name__ == "__main__":
 def bfcl():
     from transformers import AutoTokenizer
 
-    from specplug.core.assets import load_dataset, render_prompt, resolve_model
+    from specplug.assets import load_dataset, render_prompt, resolve_model
 
     path = resolve_model("smollm2-135m")
     tokenizer = AutoTokenizer.from_pretrained(str(path))
@@ -71,7 +71,7 @@ def _run(tmp_path: Path, job: dict) -> tuple[int, dict | None, str]:
 
 def _near_tie_divergences(path, prompts, want_all, got_all) -> int:
     from specplug.bench.measure import NEAR_TIE, divergence_gaps
-    from specplug.core.reference.models import load_causal_lm
+    from specplug.reference.models import load_causal_lm
 
     if want_all == got_all:
         return 0

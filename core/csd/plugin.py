@@ -1,0 +1,165 @@
+"""CSD's hook implementations: what any host (vLLM, SGLang, the reference runner) gets when a user selects
+"csd" or "csd_tree".
+
+- memory: the namespaced correction-memory bank (`memory_path` loaded and checked at startup);
+- verifier: the calibrated chain or tree rule, reading the session's memory and never writing it;
+- online learning: `specplug_on_step` adds the step's judged mismatches (`outcome.extra["mismatches"]`, [M, 2]
+  (draft, target) pairs) to the memory, so every engine learns the same way; hosts never announce warm-up steps;
+- persistence: the memory is saved every `SAVE_INTERVAL_S` from the step announcements (in the background) and at
+  the orderly close of the session;
+- admission: greedy requests only, no logprobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from specplug.core.csd.config import CSDConfig
+from specplug.core.errors import ConfigError
+from specplug.core.hookspecs import hookimpl
+from specplug.core.types import MethodInfo, PluginInfo
+
+if TYPE_CHECKING:
+    from specplug.core.csd.bank import CorrectionMemoryBank
+    from specplug.core.host import MethodSession
+    from specplug.core.types import RequestContext, StepOutcome, Verifier
+
+log = logging.getLogger("specplug")
+METHODS = ("csd", "csd_tree")
+MEMORY_KINDS = (*METHODS, "correction")
+SAVE_INTERVAL_S = 60.0
+
+
+@hookimpl
+def specplug_plugin_info() -> PluginInfo:
+    return PluginInfo(
+        name="csd",
+        engine=None,
+        methods=(
+            MethodInfo("csd", "verifier", "available", "CSD calibrated greedy chain verification (lossy)"),
+            MethodInfo("csd_tree", "verifier", "available", "CSD calibrated greedy token-tree verification"),
+            MethodInfo("correction", "memory", "available", "CSD's online correction memory (namespaced file)"),
+        ),
+        summary="CSD: calibrated acceptance with an online correction memory (core.csd)",
+    )
+
+
+def session_config(config: Mapping[str, Any], session: MethodSession | None) -> CSDConfig:
+    """The validated settings; a host's γ (`facts["num_speculative_tokens"]`) must agree with a given `gamma`."""
+    given = dict(config)
+    gamma = (session.facts if session is not None else {}).get("num_speculative_tokens")
+    if gamma is not None:
+        if "gamma" in given and given["gamma"] != gamma:
+            allowed = f"omitted, or equal to num_speculative_tokens ({gamma})"
+            raise ConfigError("gamma", given["gamma"], allowed, method="csd")
+        given["gamma"] = gamma
+    return CSDConfig.from_mapping(given)
+
+
+def load_bank(config: CSDConfig) -> CorrectionMemoryBank:
+    """The memory a session starts with; a bad file stops startup naming the setting and the reason."""
+    from specplug.core.csd.bank import CorrectionMemoryBank
+    from specplug.core.persist import DataFileError
+
+    if config.memory_path is None:
+        return CorrectionMemoryBank(config.max_pairs)
+    try:
+        return CorrectionMemoryBank.load(config.memory_path, config.max_pairs)
+    except DataFileError as exc:
+        raise ConfigError(
+            "memory_path", config.memory_path, f"a valid CSD memory file ({exc.reason})", method="csd"
+        ) from None
+
+
+@hookimpl
+def specplug_make_memory(kind: str, config: Mapping[str, Any], session: MethodSession | None) -> Any | None:
+    if kind not in MEMORY_KINDS:
+        return None
+    return load_bank(session_config(config, session))
+
+
+@hookimpl
+def specplug_make_verifier(method: str, config: Mapping[str, Any], session: MethodSession | None) -> Verifier | None:
+    if method not in METHODS:
+        return None
+    from specplug.core.csd.verifier import CalibratedChainVerifier, CalibratedTreeVerifier
+
+    cfg = session_config(config, session)
+    bank = session.memory if session is not None and session.memory is not None else load_bank(cfg)
+    kind = CalibratedChainVerifier if method == "csd" else CalibratedTreeVerifier
+    # Inside a host the memory learns from the step announcements (specplug_on_step below), not in the verifier.
+    verifier = kind(bank.memory(cfg.namespace), cfg, update_memory=cfg.online and session is None)
+    verifier.bank = bank
+    if session is not None:
+        session.data["csd"] = _Persistence(bank, cfg)
+    return verifier
+
+
+@hookimpl
+def specplug_refuse_request(method: str, request: RequestContext) -> list[str] | None:
+    if method not in METHODS:
+        return None
+    sampling = request.sampling
+    reasons: list[str] = []
+    temperature = sampling.get("temperature", 0.0) or 0.0
+    if temperature > 0:
+        reasons.append(f"temperature={temperature} (CSD verifies greedy decoding; send temperature=0)")
+    if sampling.get("logprobs") is not None:
+        reasons.append("logprobs (rescued tokens are not the target's own choice; their logprobs would mislead)")
+    return reasons
+
+
+@hookimpl
+def specplug_on_step(outcome: StepOutcome, session: MethodSession | None) -> None:
+    if session is None or session.method not in METHODS:
+        return
+    persistence: _Persistence | None = session.data.get("csd")
+    if persistence is None:
+        return
+    pairs = outcome.extra.get("mismatches")
+    if persistence.config.online and pairs is not None and pairs.numel():
+        session.verifier.memory.observe(pairs[:, 0], pairs[:, 1])
+    persistence.maybe_save()
+
+
+@hookimpl
+def specplug_on_session_close(session: MethodSession) -> None:
+    persistence: _Persistence | None = session.data.get("csd") if session.method in METHODS else None
+    if persistence is not None:
+        persistence.wait()
+        persistence.save()
+
+
+class _Persistence:
+    """The session's memory file: periodic background saves and the final save at close."""
+
+    def __init__(self, bank: CorrectionMemoryBank, config: CSDConfig) -> None:
+        self.bank = bank
+        self.config = config
+        self.saved_at = time.monotonic()
+        self.saving: threading.Thread | None = None
+
+    def maybe_save(self) -> None:
+        """Save in the background every SAVE_INTERVAL_S, so a step never waits on the disk."""
+        if not self.config.save_path or time.monotonic() - self.saved_at < SAVE_INTERVAL_S:
+            return
+        if self.saving is not None and self.saving.is_alive():
+            return
+        self.saved_at = time.monotonic()
+        self.saving = threading.Thread(target=self.save, name="specplug-csd-save", daemon=True)
+        self.saving.start()
+
+    def wait(self) -> None:
+        if self.saving is not None:
+            self.saving.join()
+
+    def save(self, path: str | None = None) -> bool:
+        target = path or self.config.save_path
+        return bool(target) and self.bank.save_quietly(target)
+
+    def summary(self) -> dict[str, Any]:
+        return {"save_path": self.config.save_path, "lam": self.config.lam, "tau": self.config.tau}

@@ -1,0 +1,153 @@
+"""The engine side of the seam: what every engine adapter (and the reference runner) does through pluggy.
+
+An engine adapter is a *host*. For each engine instance whose flags select a specplug method it opens one
+`MethodSession`, which asks the plugin manager for that method's memory, proposer and verifier (any of them may be
+None: the engine's own drafter or acceptance rule then does that part), and then announces, through the observer
+hooks, every request start, every verify step and every request finish, and the orderly close. Online learning,
+metrics and tracing are hook implementations that listen there, so they behave the same on vLLM, SGLang,
+TensorRT-LLM and the reference runner, and a third-party method needs no engine file changed.
+
+Sessions are per process: an engine with several workers (tensor parallelism) opens one per worker; every rank
+sees the same steps in the same order, so every rank's memories take the same decisions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from specplug.core.errors import UnknownMethodError
+
+if TYPE_CHECKING:
+    import torch
+
+    from specplug.core.plugin_manager import SpecplugPluginManager
+    from specplug.core.types import DraftBatch, Proposer, RequestContext, StepOutcome, Verifier, VerifyResult
+
+log = logging.getLogger("specplug")
+
+
+class MethodSession:
+    """One engine instance's specplug method: what the plugin manager built for it, and the host's announcements.
+
+    method:  the method's name, as the user selected it with the engine's flags.
+    config:  the method's settings as the user gave them (validated by the plugin that builds the pieces).
+    engine:  "vllm", "sglang", "trtllm" or "reference".
+    facts:   what the engine knows and the method may need (`tokenizer`, `num_speculative_tokens`, `vocab_size`).
+    data:    scratch space for hook implementations keyed by their own name (metrics counters, trace files).
+    """
+
+    def __init__(
+        self,
+        method: str,
+        config: Mapping[str, Any] | None = None,
+        *,
+        engine: str,
+        facts: Mapping[str, Any] | None = None,
+        pm: SpecplugPluginManager | None = None,
+    ) -> None:
+        if pm is None:
+            from specplug.core.plugin_manager import get_plugin_manager
+
+            pm = get_plugin_manager()
+        self.method = method
+        self.config: dict[str, Any] = dict(config or {})
+        self.engine = engine
+        self.facts: dict[str, Any] = dict(facts or {})
+        self.pm = pm
+        self.data: dict[str, Any] = {}
+        self.closed = False
+        self.memory: Any = None
+        self.proposer: Proposer | None = None
+        self.verifier: Verifier | None = None
+        hook = pm.hook
+        self.memory = hook.specplug_make_memory(kind=method, config=self.config, session=self)
+        self.proposer = hook.specplug_make_proposer(method=method, config=self.config, session=self)
+        self.verifier = hook.specplug_make_verifier(method=method, config=self.config, session=self)
+        if self.memory is None and self.proposer is None and self.verifier is None and not self._declared():
+            raise UnknownMethodError("method", method, sorted({m.name for m in pm.methods()}))
+
+    def _declared(self) -> bool:
+        """A method may rely on engine machinery only (SMC-SD on vLLM): it is known if a plugin lists it."""
+        return any(m.name == self.method for m in self.pm.methods())
+
+    # --- wrapped calls (wrappers time or trace them) -----------------------------------------------------------
+
+    def propose(self, contexts: Sequence[Sequence[int]], **options: Any) -> DraftBatch:
+        if self.proposer is None:
+            raise RuntimeError(f"specplug: method {self.method!r} has no proposer of its own")
+        return self.pm.hook.specplug_propose(proposer=self.proposer, contexts=contexts, options=options)
+
+    def verify(self, draft: DraftBatch, target_logits: torch.Tensor, **options: Any) -> VerifyResult:
+        if self.verifier is None:
+            raise RuntimeError(f"specplug: method {self.method!r} has no verifier of its own")
+        return self.pm.hook.specplug_verify(
+            verifier=self.verifier, draft=draft, target_logits=target_logits, options=options
+        )
+
+    # --- announcements ---------------------------------------------------------------------------------------
+
+    def request_started(self, request: RequestContext) -> None:
+        self.pm.hook.specplug_on_request_start(request=request, session=self)
+
+    def step(self, outcome: StepOutcome) -> None:
+        self.pm.hook.specplug_on_step(outcome=outcome, session=self)
+
+    def request_finished(
+        self,
+        request_id: str,
+        num_output_tokens: int = 0,
+        finish_reason: str = "stop",
+        output_token_ids: Sequence[int] | None = None,
+    ) -> None:
+        self.pm.hook.specplug_on_request_finish(
+            request_id=request_id,
+            num_output_tokens=num_output_tokens,
+            finish_reason=finish_reason,
+            session=self,
+            output_token_ids=output_token_ids,
+        )
+
+    def close(self) -> None:
+        """Orderly shutdown: hooks persist what must survive. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self.pm.hook.specplug_on_session_close(session=self)
+
+    def report(self) -> dict[str, Any]:
+        """What the hook implementations keep for this session (metrics counters, memory summaries)."""
+        found: dict[str, Any] = {"method": self.method, "engine": self.engine}
+        for key, value in self.data.items():
+            summary = getattr(value, "summary", None)
+            found[key] = summary() if callable(summary) else value
+        memory_summary = getattr(self.memory, "summary", None)
+        if callable(memory_summary):
+            found["memory"] = memory_summary()
+        return found
+
+
+class EngineProposer:
+    """An engine's own drafter behind the `Proposer` protocol, so a host's calls to it go through
+    `specplug_propose` too (wrappers see every drafting call, whoever drafts). `options["args"]` and
+    `options["kwargs"]` are the engine's own call arguments."""
+
+    name = "engine"
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+
+    def propose(self, contexts: Sequence[Sequence[int]], **options: Any) -> Any:
+        del contexts
+        return self.call(*options.get("args", ()), **options.get("kwargs", {}))
+
+
+def refusals(method: str, request: RequestContext, pm: SpecplugPluginManager | None = None) -> list[str]:
+    """Every reason a plugin gives why `method` cannot serve `request` (empty: it can)."""
+    if pm is None:
+        from specplug.core.plugin_manager import get_plugin_manager
+
+        pm = get_plugin_manager()
+    found = pm.hook.specplug_refuse_request(method=method, request=request)
+    return [reason for reasons in found if reasons for reason in reasons]

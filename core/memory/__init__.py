@@ -1,1 +1,0 @@
-"""Memories that persist across requests: bounded, checksummed on disk, data only, namespaced."""

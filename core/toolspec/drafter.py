@@ -1,0 +1,346 @@
+"""ToolSpec's drafter (arXiv 2604.13519), engine-neutral: schema-forced tokens, retrieved continuations of earlier
+answers, and token recycling, merged into one chain (or a token tree) per request within a draft budget.
+
+Per step and request, while budget is left, the next draft tokens come from the first source that has any:
+1. the tool schema: tokens the request's `tools` force next (`core.toolspec.grammar.CallTracker`);
+2. retrieval: the continuation of the longest matching suffix in the tenant's earlier answers
+   (`core.toolspec.memory`), then in the request's own prompt and answer (prompt lookup, never the trivial
+   match of the suffix with itself); only its schema-legal prefix is kept;
+3. token recycling: the target's remembered top candidate after the last token, if the schema allows it.
+Forced tokens can follow a retrieved or recycled one, so the sources interleave within one chain.
+
+Engines call `start_request` / `draft` / `finish_request` with their own request ids (state is keyed by request,
+never by batch row, because engines reorder rows); `finish_request` stores the answer in the tenant's memory.
+The reference runner uses the `Proposer` protocol (`bind` then `propose`). Drafts never change output: every
+engine verifies them greedily against the target.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from specplug.core.errors import ConfigError
+from specplug.core.proposers.ngram import lookup
+from specplug.core.proposers.token_recycling import TokenRecycling
+from specplug.core.toolspec.config import ToolSpecConfig
+from specplug.core.toolspec.formats import resolve_format
+from specplug.core.toolspec.grammar import CallTracker, tool_call_grammar, vocabulary
+from specplug.core.toolspec.memory import InvocationMemoryBank
+from specplug.core.types import PAD_TOKEN, DraftBatch, RequestContext
+
+
+@dataclass
+class _Request:
+    tenant: str
+    prompt: list[int]
+    tracker: CallTracker | None
+    output: list[int] = field(default_factory=list)
+
+
+class ToolSpecDrafter:
+    name = "toolspec"
+
+    def __init__(self, config: ToolSpecConfig, tokenizer: Any, *, bank: InvocationMemoryBank | None = None) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.format = resolve_format(config.tool_format, getattr(tokenizer, "chat_template", None))
+        self.bank = bank if bank is not None else load_bank(config)
+        self.recycling = TokenRecycling(len(tokenizer), config.recycling_top_k) if config.use_recycling else None
+        self.drafted: Counter[str] = Counter()  # draft tokens per source
+        self._requests: dict[str, _Request] = {}
+        self._grammars: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._bound: list[str] = []
+
+    # -- engine-facing API ---------------------------------------------------------------------------------
+    def start_request(
+        self,
+        request_id: str,
+        prompt_token_ids: Sequence[int],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tenant: str = "default",
+    ) -> None:
+        """Begin a request. Bad `tools` raise ConfigError here, before any draft is made."""
+        tracker = None
+        if self.config.use_schema:
+            vocab = vocabulary(self.tokenizer)
+            grammar = self._grammar(tools, vocab.special_tokens)
+            tracker = CallTracker(vocab, grammar, self.format, self._decode)
+        with self._lock:
+            self._requests[request_id] = _Request(str(tenant), [int(t) for t in prompt_token_ids], tracker)
+
+    def has_request(self, request_id: str) -> bool:
+        return request_id in self._requests
+
+    def active_requests(self) -> list[str]:
+        with self._lock:
+            return list(self._requests)
+
+    def draft(self, request_id: str, token_ids: Sequence[int], budget: int | None = None) -> list[int]:
+        """A chain of at most `budget` tokens to follow `token_ids` (the request's prompt and answer so far)."""
+        request = self._update(request_id, token_ids)
+        budget = self.config.num_speculative_tokens if budget is None else budget
+        return self._chain(request, list(token_ids), budget) if budget > 0 else []
+
+    def draft_tree(
+        self, request_id: str, token_ids: Sequence[int], budget: int | None = None
+    ) -> tuple[list[int], list[int]]:
+        """A token tree (tokens, parent index per node, -1 under the root) of at most `budget` nodes.
+
+        The chain `draft` would return is its first path; at the first point the schema does not force, up to
+        `tree_width - 1` alternatives branch off (other retrieved continuations, then recycled candidates).
+        """
+        request = self._update(request_id, token_ids)
+        budget = self.config.num_speculative_tokens if budget is None else budget
+        if budget <= 0:
+            return [], []
+        context = list(token_ids)
+        primary = self._chain(request, context, budget)
+        forced = self._forced_prefix(request, primary)
+        branch_at = context + primary[:forced]
+        first = primary[forced] if forced < len(primary) else None
+        options = [o for o in self._alternatives(request, branch_at, budget - forced) if o[0] != first]
+        options = options[: self.config.tree_width - 1]
+        if not options:
+            return primary, list(range(-1, len(primary) - 1))
+        share = max(1, (budget - forced) // (len(options) + 1))  # alternatives get a fair share of the budget
+        alternatives = [primary[:forced] + o[:share] for o in options]
+        room = budget - sum(len(a) - forced for a in alternatives)
+        return _trie([primary[: max(room, forced + 1)], *alternatives], budget)
+
+    def finish_request(
+        self,
+        request_id: str,
+        *,
+        remember: bool = True,
+        token_ids: Sequence[int] | None = None,
+        output_ids: Sequence[int] | None = None,
+    ) -> None:
+        """End a request; its answer joins its tenant's retrieval memory (unless `remember` is False).
+
+        `token_ids`: the request's final prompt + answer, or `output_ids`: its final answer alone, when the engine
+        committed tokens after the last draft.
+        """
+        if output_ids is not None and token_ids is None and request_id in self._requests:
+            token_ids = [*self._requests[request_id].prompt, *output_ids]
+        if token_ids is not None and remember and request_id in self._requests:
+            self._update(request_id, token_ids)
+        with self._lock:
+            request = self._requests.pop(request_id, None)
+        if request is not None and remember and self.config.use_retrieval and request.output:
+            self.bank.add(request.tenant, request.output, prompt=request.prompt)
+
+    def observe_logits(self, tokens: torch.Tensor, logits: torch.Tensor) -> None:
+        """Target scores at verified positions (`tokens` [N] inputs, `logits` [N, V]) for token recycling."""
+        if self.recycling is not None:
+            self.recycling.observe_logits(tokens, logits)
+
+    def save(self, path: str) -> None:
+        self.bank.save(path)
+
+    def reset_memory(self) -> None:
+        """Back to the memory the drafter started with (its `memory_path`, or empty), recycling table cleared:
+        what a benchmark does after warm-up so a cold arm is really cold."""
+        self.bank = load_bank(self.config)
+        if self.recycling is not None:
+            self.recycling = TokenRecycling(self.recycling.vocab_size, self.config.recycling_top_k)
+        self.drafted.clear()
+
+    # -- Proposer protocol (reference runner) --------------------------------------------------------------
+    def bind(self, requests: Sequence[RequestContext]) -> None:
+        """Start one request per batch row (the reference runner's rows never move)."""
+        for request in requests:
+            self.start_request(request.request_id, request.prompt_token_ids, tools=request.tools, tenant=request.tenant)
+        self._bound = [r.request_id for r in requests]
+
+    def start_batch(self, batch: int) -> None:
+        if len(self._bound) != batch:
+            raise ConfigError(
+                "requests", len(self._bound), f"{batch} bound with ToolSpecDrafter.bind", method="toolspec"
+            )
+
+    def propose(
+        self,
+        contexts: Sequence[Sequence[int]],
+        *,
+        active: Sequence[bool] | None = None,
+        request_ids: Sequence[str] | None = None,
+        budgets: Sequence[int] | None = None,
+        **_: Any,
+    ) -> DraftBatch:
+        """One chain per row. Engine hosts name each row's request (`request_ids`, started through the request
+        hooks) and its room (`budgets`); the reference runner's rows are the requests bound with `bind`."""
+        k = self.config.num_speculative_tokens
+        ids = self._bound if request_ids is None else request_ids
+        tokens = torch.full((len(contexts), k), PAD_TOKEN, dtype=torch.int64)
+        counts = torch.zeros(len(contexts), dtype=torch.int64)
+        for row, context in enumerate(contexts):
+            if active is not None and not active[row]:
+                continue
+            budget = k if budgets is None else min(k, int(budgets[row]))
+            if budget <= 0:
+                continue
+            chain = self.draft(ids[row], context, budget)
+            tokens[row, : len(chain)] = torch.tensor(chain, dtype=torch.int64)
+            counts[row] = len(chain)
+        return DraftBatch(tokens=tokens, num_tokens=counts)
+
+    def observe_verify(self, inputs: torch.Tensor, target_logits: torch.Tensor, valid: torch.Tensor) -> None:
+        """Reference-runner feedback: `inputs` [B, K+1] token before each scored position, `valid` [B, K+1]."""
+        self.observe_logits(inputs[valid], target_logits[valid])
+
+    def finish_batch(self) -> None:
+        for request_id in self._bound:
+            self.finish_request(request_id)
+        self._bound = []
+
+    # -- drafting --------------------------------------------------------------------------------------------
+    def _update(self, request_id: str, token_ids: Sequence[int]) -> _Request:
+        request = self._requests.get(request_id)
+        if request is None:
+            raise KeyError(f"toolspec: request {request_id!r} was not started (start_request first)")
+        output = list(token_ids[len(request.prompt) :])
+        if self.recycling is not None:  # the committed transitions since last time, the prompt's last token first
+            self.recycling.observe_committed(token_ids[max(len(request.prompt) + len(request.output) - 1, 0) :])
+        request.output = output
+        if request.tracker is not None:
+            request.tracker.advance(output)
+        return request
+
+    def _chain(self, request: _Request, context: list[int], budget: int) -> list[int]:
+        tracker, draft, pushed = request.tracker, [], 0
+        try:
+            while len(draft) < budget:
+                room = budget - len(draft)
+                step, source = self._next(request, context + draft, room)
+                if tracker is not None and step:
+                    legal = tracker.push(step)
+                    pushed += legal
+                    step = step[:legal]
+                if not step:
+                    break
+                draft.extend(step)
+                self.drafted[source] += len(step)
+        finally:
+            if tracker is not None:
+                tracker.pop(pushed)
+        return draft
+
+    def _next(self, request: _Request, sequence: list[int], room: int) -> tuple[list[int], str]:
+        """The next draft tokens and their source (an empty list when no source has any)."""
+        tracker = request.tracker
+        if tracker is not None:
+            forced = tracker.forced()[:room]
+            if forced:
+                return forced, "schema"
+        if self.config.use_retrieval:  # the longest suffix match wins, the request's own context on a tie
+            found = self.bank.matches(request.tenant, sequence, room)
+            at_least = found[0][0] if found else self.config.match_min
+            own = lookup(np.asarray(sequence, dtype=np.int64), at_least, self.config.match_max, room).tolist()
+            for tokens, source in ((own, "context"), (found[0][1] if found else [], "memory")):
+                if tokens and (tracker is None or tracker.legal_prefix(tokens)):
+                    return tokens, source
+        if self.recycling is not None and sequence:
+            options = self.recycling.candidates(sequence[-1])
+            if tracker is not None:
+                options = tracker.allowed(options)
+            if options:
+                return options[:1], "recycling"
+        return [], ""
+
+    def _forced_prefix(self, request: _Request, chain: list[int]) -> int:
+        """How many leading tokens of `chain` the schema forces (where a tree may not branch)."""
+        tracker = request.tracker
+        if tracker is None:
+            return 0
+        count = 0
+        pushed = 0
+        try:
+            while count < len(chain):
+                forced = tracker.forced()
+                run = 0
+                while run < len(forced) and count + run < len(chain) and chain[count + run] == forced[run]:
+                    run += 1
+                if run == 0:
+                    break
+                pushed += tracker.push(chain[count : count + run])
+                count += run
+        finally:
+            tracker.pop(pushed)
+        return count
+
+    def _alternatives(self, request: _Request, sequence: list[int], room: int) -> list[list[int]]:
+        if room <= 0:
+            return []
+        options: list[list[int]] = []
+        if self.config.use_retrieval:
+            options += self.bank.continuations(request.tenant, sequence, room, limit=self.config.tree_width)
+        if self.recycling is not None and sequence:
+            options += [[t] for t in self.recycling.candidates(sequence[-1])]
+        tracker = request.tracker
+        kept = []
+        for option in options:
+            legal = tracker.legal_prefix(option) if tracker is not None else len(option)
+            if legal and option[:legal] not in kept:
+                kept.append(option[:legal])
+        return kept
+
+    def _grammar(self, tools: Sequence[Mapping[str, Any]] | None, special: Sequence[str]) -> str:
+        key = json.dumps(tools or [], sort_keys=True, default=str)
+        with self._lock:
+            grammar = self._grammars.get(key)
+        if grammar is None:
+            grammar = tool_call_grammar(tools, self.format, special)
+            with self._lock:
+                if len(self._grammars) >= 1024:
+                    self._grammars.pop(next(iter(self._grammars)))
+                self._grammars[key] = grammar
+        return grammar
+
+    def _decode(self, tokens: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(tokens), skip_special_tokens=False)
+
+
+def load_bank(config: ToolSpecConfig) -> InvocationMemoryBank:
+    """The memory a drafter starts with: `memory_path` if given (refused with the reason if bad), else empty."""
+    if config.memory_path:
+        return InvocationMemoryBank.load(
+            config.memory_path,
+            tokens_per_tenant=config.memory_tokens_per_tenant,
+            max_tenants=config.memory_max_tenants,
+        )
+    return InvocationMemoryBank(
+        match_min=config.match_min,
+        match_max=config.match_max,
+        tokens_per_tenant=config.memory_tokens_per_tenant,
+        max_tenants=config.memory_max_tenants,
+    )
+
+
+def _trie(chains: Sequence[Sequence[int]], budget: int) -> tuple[list[int], list[int]]:
+    """Merge chains into a token tree (shared prefixes once), nodes in chain order, at most `budget` nodes."""
+    tokens: list[int] = []
+    parents: list[int] = []
+    children: dict[tuple[int, int], int] = {}
+    for chain in chains:
+        parent = -1
+        for token in chain:
+            node = children.get((parent, token))
+            if node is None:
+                if len(tokens) == budget:
+                    break
+                node = len(tokens)
+                tokens.append(int(token))
+                parents.append(parent)
+                children[(parent, token)] = node
+            parent = node
+    return tokens, parents

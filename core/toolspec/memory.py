@@ -1,0 +1,204 @@
+"""ToolSpec's retrieval memory: earlier answers, searched by suffix, kept apart per tenant.
+
+Tool-calling traffic repeats itself (the same tools with similar arguments), so the tokens that followed the
+current suffix in an earlier answer are good drafts. An n-gram index maps every `match_min`-gram of a stored
+answer to where it ends; a lookup tries the longest suffix first (`match_max` down to `match_min`) and, among
+equally long matches, the most recent answer. Drafts never affect output under greedy verification, but they do
+reveal earlier answers' tokens to whoever's request they are drafted for, so every tenant has its own memory and
+a lookup only ever sees the caller's tenant.
+
+Bounded: each tenant keeps at most `tokens_per_tenant` tokens (oldest answers evicted first) and the bank keeps
+at most `max_tenants` tenants (least recently used evicted first). Files: `core.persist` (data only,
+checksummed, atomic).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from specplug.core.errors import ConfigError
+from specplug.core.persist import DataFileError, overlapping, prompt_digest, read_data_file, write_data_file
+
+KIND = "toolspec-invocation-memory"
+VERSION = 1
+MAX_CANDIDATES = 64  # index hits checked per lookup (most recent first)
+
+
+class InvocationMemory:
+    """One tenant's answers and their n-gram index. Not thread-safe on its own: the bank holds the lock."""
+
+    def __init__(self, match_min: int, match_max: int, max_tokens: int) -> None:
+        self.match_min, self.match_max, self.max_tokens = match_min, match_max, max_tokens
+        self._answers: OrderedDict[int, tuple[int, ...]] = OrderedDict()
+        self._index: dict[tuple[int, ...], list[tuple[int, int]]] = {}  # gram -> [(answer id, end position)]
+        self._next_id = 0
+        self.tokens = 0
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def add(self, answer: Sequence[int]) -> None:
+        answer = tuple(int(t) for t in answer)
+        if len(answer) <= self.match_min or len(answer) > self.max_tokens:
+            return  # nothing to continue from, or larger than the whole budget
+        key, self._next_id = self._next_id, self._next_id + 1
+        self._answers[key] = answer
+        self.tokens += len(answer)
+        n = self.match_min
+        for end in range(n, len(answer)):  # a gram ending at the last token has no continuation
+            self._index.setdefault(answer[end - n : end], []).append((key, end))
+        while self.tokens > self.max_tokens:
+            self._evict_oldest()
+
+    def _evict_oldest(self) -> None:
+        key, answer = self._answers.popitem(last=False)
+        self.tokens -= len(answer)
+        self.evicted += 1
+        n = self.match_min
+        for end in range(n, len(answer)):
+            gram = answer[end - n : end]
+            hits = [h for h in self._index.get(gram, ()) if h[0] != key]
+            if hits:
+                self._index[gram] = hits
+            else:
+                self._index.pop(gram, None)
+
+    def continuations(self, context: Sequence[int], length: int, limit: int = 1) -> list[list[int]]:
+        """Up to `limit` distinct continuations (longest suffix match first, then the most recent answer)."""
+        return [tokens for _, tokens in self.matches(context, length, limit)]
+
+    def matches(self, context: Sequence[int], length: int, limit: int = 1) -> list[tuple[int, list[int]]]:
+        """Like `continuations`, each with the length of the suffix it matched."""
+        n_min = self.match_min
+        if length < 1 or len(context) < n_min:
+            return []
+        hits = self._index.get(tuple(int(t) for t in context[-n_min:]))
+        if not hits:
+            return []
+        scored = []
+        longest = min(self.match_max, len(context))
+        for rank, (key, end) in enumerate(reversed(hits[-MAX_CANDIDATES:])):
+            answer = self._answers[key]
+            matched = n_min
+            while matched < longest and end - matched - 1 >= 0 and answer[end - matched - 1] == context[-matched - 1]:
+                matched += 1
+            scored.append((-matched, rank, answer[end : end + length]))
+        scored.sort(key=lambda s: (s[0], s[1]))
+        out: list[tuple[int, list[int]]] = []
+        for negative, _, tokens in scored:
+            tokens = list(tokens)
+            if tokens and not any(o[: len(tokens)] == tokens for _, o in out):
+                out.append((-negative, tokens))
+            if len(out) == limit:
+                break
+        return out
+
+    def answers(self) -> list[list[int]]:
+        return [list(a) for a in self._answers.values()]
+
+
+class InvocationMemoryBank:
+    """All tenants' memories, bounded in tenants; thread-safe (engines may draft and finish on different threads)."""
+
+    def __init__(
+        self, *, match_min: int = 3, match_max: int = 7, tokens_per_tenant: int = 200_000, max_tenants: int = 1_000
+    ) -> None:
+        if not 1 <= match_min <= match_max:
+            raise ConfigError("match_min", match_min, f"an integer in [1, match_max={match_max}]", method="toolspec")
+        self.match_min, self.match_max = match_min, match_max
+        self.tokens_per_tenant, self.max_tenants = tokens_per_tenant, max_tenants
+        self._tenants: OrderedDict[str, InvocationMemory] = OrderedDict()
+        self._lock = threading.Lock()
+        self.evicted_tenants = 0
+        self.source_prompts: set[str] = set()  # digests of the prompts whose answers were stored
+
+    def _memory(self, tenant: str, create: bool) -> InvocationMemory | None:
+        memory = self._tenants.get(tenant)
+        if memory is None and create:
+            memory = InvocationMemory(self.match_min, self.match_max, self.tokens_per_tenant)
+            self._tenants[tenant] = memory
+            while len(self._tenants) > self.max_tenants:
+                self._tenants.popitem(last=False)
+                self.evicted_tenants += 1
+        if memory is not None:
+            self._tenants.move_to_end(tenant)
+        return memory
+
+    def add(self, tenant: str, answer: Sequence[int], prompt: Sequence[int] | None = None) -> None:
+        """Store an answer; `prompt` is recorded (as a digest) so a benchmark can refuse to measure on it."""
+        with self._lock:
+            self._memory(tenant, create=True).add(answer)
+            if prompt is not None:
+                self.source_prompts.add(prompt_digest(prompt))
+
+    def overlap(self, prompts: Sequence[Sequence[int]]) -> list[int]:
+        """Indices of `prompts` whose answers are in this memory."""
+        return overlapping(prompts, self.source_prompts)
+
+    def continuations(self, tenant: str, context: Sequence[int], length: int, limit: int = 1) -> list[list[int]]:
+        return [tokens for _, tokens in self.matches(tenant, context, length, limit)]
+
+    def matches(self, tenant: str, context: Sequence[int], length: int, limit: int = 1) -> list[tuple[int, list[int]]]:
+        """(matched suffix length, continuation) pairs of the tenant's memory, best first."""
+        with self._lock:
+            memory = self._memory(tenant, create=False)
+            return memory.matches(context, length, limit) if memory is not None else []
+
+    def tenants(self) -> list[str]:
+        with self._lock:
+            return list(self._tenants)
+
+    def summary(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "tenants": len(self._tenants),
+                "answers": sum(len(m) for m in self._tenants.values()),
+                "tokens": sum(m.tokens for m in self._tenants.values()),
+                "evicted_answers": sum(m.evicted for m in self._tenants.values()),
+                "evicted_tenants": self.evicted_tenants,
+            }
+
+    def to_data(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "match_min": self.match_min,
+                "match_max": self.match_max,
+                "tenants": {name: m.answers() for name, m in self._tenants.items()},
+                "source_prompts": sorted(self.source_prompts),
+            }
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        write_data_file(path, KIND, VERSION, self.to_data())
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], *, tokens_per_tenant: int = 200_000, max_tenants: int = 1_000
+    ) -> InvocationMemoryBank:
+        """Read a memory file; refuse (DataFileError with the reason) anything but a whole, well-formed one."""
+        _, payload = read_data_file(path, KIND, [VERSION])
+        try:
+            bank = cls(
+                match_min=int(payload["match_min"]),
+                match_max=int(payload["match_max"]),
+                tokens_per_tenant=tokens_per_tenant,
+                max_tenants=max_tenants,
+            )
+            for tenant, answers in payload["tenants"].items():
+                if not isinstance(tenant, str) or not isinstance(answers, list):
+                    raise TypeError("tenants must map names to lists of answers")
+                for answer in answers:
+                    if not isinstance(answer, list) or not all(isinstance(t, int) and t >= 0 for t in answer):
+                        raise TypeError("an answer is not a list of token ids")
+                    bank.add(tenant, answer)
+            sources = payload.get("source_prompts", [])
+            if not isinstance(sources, list) or not all(isinstance(d, str) for d in sources):
+                raise TypeError("source_prompts must be a list of digests")
+            bank.source_prompts = set(sources)
+        except (KeyError, TypeError, ValueError, ConfigError) as exc:
+            raise DataFileError(path, f"malformed invocation memory ({exc})") from None
+        return bank

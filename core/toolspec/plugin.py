@@ -1,0 +1,121 @@
+"""ToolSpec's hook implementations: what any host gets when a user selects "toolspec".
+
+- memory: the per-tenant invocation (retrieval) memory, `memory_path` loaded and checked at startup;
+- proposer: the drafter, sharing that memory; the host's tokenizer and draft budget come from `session.facts`;
+- request start: the request's tools (schema) and tenant reach the drafter (`RequestContext.tools/tenant`);
+- request finish: the answer joins its tenant's memory (the online learning of ToolSpec);
+- step: hosts that score drafts (the reference runner) pass `extra["scored"]` = (inputs, target logits, valid)
+  and token recycling learns the target's top candidates from them;
+- close: the memory is written to `save_path`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from specplug.core.errors import ConfigError
+from specplug.core.hookspecs import hookimpl
+from specplug.core.toolspec.config import METHOD, ToolSpecConfig
+from specplug.core.types import MethodInfo, PluginInfo
+
+if TYPE_CHECKING:
+    from specplug.core.host import MethodSession
+    from specplug.core.types import Proposer, RequestContext, StepOutcome
+
+log = logging.getLogger("specplug")
+MEMORY_KINDS = (METHOD, "invocation")
+
+
+@hookimpl
+def specplug_plugin_info() -> PluginInfo:
+    return PluginInfo(
+        name="toolspec",
+        engine=None,
+        methods=(
+            MethodInfo("toolspec", "proposer", "available", "ToolSpec: schema-forced, retrieved and recycled drafts"),
+            MethodInfo("invocation", "memory", "available", "ToolSpec's per-tenant retrieval memory of answers"),
+        ),
+        summary="ToolSpec: schema-aware, retrieval-based drafting for tool calls (core.toolspec)",
+    )
+
+
+def session_config(config: Mapping[str, Any], session: MethodSession | None) -> ToolSpecConfig:
+    """The validated settings; a host's draft budget (`facts["num_speculative_tokens"]`) must agree."""
+    given = {key: value for key, value in config.items() if key != "tokenizer"}
+    k = (session.facts if session is not None else {}).get("num_speculative_tokens")
+    if k is not None:
+        if "num_speculative_tokens" in given and given["num_speculative_tokens"] != k:
+            allowed = f"omitted, or equal to speculative_config.num_speculative_tokens ({k})"
+            raise ConfigError("num_speculative_tokens", given["num_speculative_tokens"], allowed, method=METHOD)
+        given["num_speculative_tokens"] = k
+    return ToolSpecConfig.from_mapping(given)
+
+
+@hookimpl
+def specplug_make_memory(kind: str, config: Mapping[str, Any], session: MethodSession | None) -> Any | None:
+    if kind not in MEMORY_KINDS:
+        return None
+    from specplug.core.toolspec.drafter import load_bank
+
+    return load_bank(session_config(config, session))
+
+
+@hookimpl
+def specplug_make_proposer(method: str, config: Mapping[str, Any], session: MethodSession | None) -> Proposer | None:
+    """config: ToolSpecConfig keys plus, outside a host, "tokenizer" (the target's, an object or a path)."""
+    if method != METHOD:
+        return None
+    from specplug.core.toolspec.drafter import ToolSpecDrafter
+
+    tokenizer = config.get("tokenizer")
+    if tokenizer is None and session is not None:
+        tokenizer = session.facts.get("tokenizer")
+    if tokenizer is None:
+        raise ConfigError("tokenizer", None, "the target's tokenizer (object or directory)", method=METHOD)
+    if isinstance(tokenizer, str):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+    bank = session.memory if session is not None else None
+    return ToolSpecDrafter(session_config(config, session), tokenizer, bank=bank)
+
+
+def _drafter(session: MethodSession | None) -> Any:
+    return session.proposer if session is not None and session.method == METHOD else None
+
+
+@hookimpl
+def specplug_on_request_start(request: RequestContext, session: MethodSession | None) -> None:
+    drafter = _drafter(session)
+    if drafter is not None:
+        drafter.start_request(request.request_id, request.prompt_token_ids, tools=request.tools, tenant=request.tenant)
+
+
+@hookimpl
+def specplug_on_request_finish(
+    request_id: str, session: MethodSession | None, output_token_ids: Sequence[int] | None
+) -> None:
+    drafter = _drafter(session)
+    if drafter is not None and drafter.has_request(request_id):
+        drafter.finish_request(request_id, output_ids=output_token_ids)
+
+
+@hookimpl
+def specplug_on_step(outcome: StepOutcome, session: MethodSession | None) -> None:
+    drafter = _drafter(session)
+    scored = outcome.extra.get("scored")
+    if drafter is not None and scored is not None:
+        drafter.observe_verify(*scored)
+
+
+@hookimpl
+def specplug_on_session_close(session: MethodSession) -> None:
+    drafter = _drafter(session)
+    path = drafter.config.save_path if drafter is not None else None
+    if path:
+        try:
+            drafter.save(path)
+        except Exception as exc:  # at shutdown: say so with the path, never raise into the engine
+            log.error("specplug: could not save the ToolSpec memory to %s: %s", path, exc)

@@ -1,0 +1,151 @@
+"""vLLM as a specplug host: one `MethodSession` per model runner, and vLLM's request data in engine-neutral form.
+
+The runner patches (`runner_hooks`) call `attach(runner)` right after vLLM builds a model runner: the session is
+opened for the method that `--additional-config '{"specplug": {"method": ...}}'` selects, and its pieces fill
+vLLM's slots — a proposer fills the drafter slot (`proposer_slot.SpecplugProposer`, vLLM's `custom_class`), a
+verifier replaces the rejection sampler (`verifier_slot.SpecplugRejectionSampler`). A method whose engine
+machinery is vLLM-specific is listed in `ENGINE_MACHINERY`, the one table of method names in this package.
+Every worker process (each tensor-parallel rank) opens its own session; all see the same steps.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+from typing import Any
+
+from specplug.core.errors import ConfigError
+from specplug.core.host import MethodSession
+from specplug.core.types import RequestContext
+from specplug.plugins.vllm_smc.settings import method_settings, selected_method
+
+log = logging.getLogger("specplug")
+
+# Methods that need vLLM-specific machinery beyond the generic slots: name -> "module:function" taking the
+# runner and its session. The one place in the vLLM adapter that names a method.
+ENGINE_MACHINERY = {"smc": "specplug.plugins.vllm_smc.smc_runner:install_smc"}
+
+# Where a request's specplug data rides in `SamplingParams.extra_args` ("toolspec" is the documented old key).
+EXTRA_ARGS_KEYS = ("specplug", "toolspec")
+
+# The sampling settings a method's admission hook may read (`RequestContext.sampling`).
+SAMPLING_FIELDS = (
+    "n", "temperature", "top_k", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty",
+    "logit_bias", "bad_words", "allowed_token_ids", "structured_outputs", "logprobs", "prompt_logprobs", "stop",
+    "stop_token_ids", "min_tokens", "ignore_eos", "seed", "max_tokens",
+)  # fmt: skip
+
+
+def engine_facts(vllm_config: Any) -> dict[str, Any]:
+    model = vllm_config.model_config
+    spec = getattr(vllm_config, "speculative_config", None)
+    return {
+        "tokenizer": model.tokenizer,
+        "max_model_len": model.max_model_len,
+        "num_speculative_tokens": getattr(spec, "num_speculative_tokens", None),
+        "speculative_method": getattr(spec, "method", None),
+    }
+
+
+def attach(runner: Any) -> MethodSession | None:
+    """Open the session of the method a freshly built runner's configuration selects, and fill vLLM's slots."""
+    from specplug.plugins.vllm_smc.proposer_slot import SpecplugProposer
+
+    drafter = getattr(runner, "drafter", None)
+    method = selected_method(runner.vllm_config)
+    if method is not None:
+        given = _user_settings(runner.vllm_config, method)
+    elif isinstance(drafter, SpecplugProposer):  # the slot alone: its default method (specplug.ToolSpec)
+        method, given = drafter.default_method, {}
+        if method is None:
+            raise ConfigError(
+                "additional_config.specplug.method", None, "the specplug method whose proposer fills specplug.Proposer"
+            )
+    else:
+        return None
+    session = MethodSession(method, given, engine="vllm", facts=engine_facts(runner.vllm_config))
+    runner.specplug_session = session
+    machinery = ENGINE_MACHINERY.get(method)
+    if machinery is not None:
+        module, function = machinery.split(":")
+        getattr(__import__(module, fromlist=[function]), function)(runner, session)
+    _fill_drafter_slot(runner, session)
+    _fill_verifier_slot(runner, session)
+    atexit.register(session.close)  # orderly exits of this process; servers also close through `specplug_rpc`
+    log.info("specplug: method %s attached to the vLLM model runner", method)
+    return session
+
+
+def _user_settings(vllm_config: Any, method: str) -> dict[str, Any]:
+    given = method_settings(vllm_config, method)
+    if method in ENGINE_MACHINERY:  # the machinery reads its own adapter settings (smc_settings.PLUGIN_SETTINGS)
+        from specplug.plugins.vllm_smc.smc_settings import PLUGIN_SETTINGS
+
+        for key in PLUGIN_SETTINGS:
+            given.pop(key, None)
+    return given
+
+
+def _fill_drafter_slot(runner: Any, session: MethodSession) -> None:
+    from specplug.plugins.vllm_smc.proposer_slot import SpecplugProposer
+
+    drafter = getattr(runner, "drafter", None)
+    if isinstance(drafter, SpecplugProposer):
+        drafter.bind(runner, session)
+    elif session.proposer is not None:
+        raise ConfigError(
+            "speculative_config",
+            getattr(getattr(runner, "speculative_config", None), "method", None),
+            f"specplug's proposer slot for method {session.method!r}: --speculative-config "
+            '\'{"model": "specplug.Proposer", "num_speculative_tokens": 8}\'',
+            method=session.method,
+        )
+
+
+def _fill_verifier_slot(runner: Any, session: MethodSession) -> None:
+    if session.verifier is None:
+        return
+    spec = runner.speculative_config
+    if getattr(runner, "rejection_sampler", None) is None or spec is None:
+        raise ConfigError(
+            "speculative_config", None, f"a speculative method ({session.method} verifies its drafts)",
+            method=session.method,
+        )  # fmt: skip
+    rule = getattr(spec, "rejection_sample_method", "standard")
+    if rule != "standard":
+        raise ConfigError(
+            "speculative_config.rejection_sample_method",
+            rule,
+            f'"standard" ({session.method} replaces the acceptance rule; it cannot be combined with another one)',
+            method=session.method,
+        )
+    from specplug.plugins.vllm_smc.verifier_slot import SpecplugRejectionSampler
+
+    runner.rejection_sampler = SpecplugRejectionSampler(runner.sampler, spec, runner.device, session=session)
+
+
+def sampling_settings(params: Any) -> dict[str, Any]:
+    return {name: getattr(params, name, None) for name in SAMPLING_FIELDS}
+
+
+def request_extra(params: Any) -> dict[str, Any]:
+    extra = getattr(params, "extra_args", None) or {}
+    for key in EXTRA_ARGS_KEYS:
+        if isinstance(extra.get(key), dict):
+            return extra[key]
+    return {}
+
+
+def request_context(request_id: str, prompt_token_ids: Any, params: Any) -> RequestContext:
+    extra = request_extra(params)
+    return RequestContext(
+        request_id=request_id,
+        prompt_token_ids=list(prompt_token_ids or []),
+        tenant=str(extra.get("tenant", "default")),
+        sampling=sampling_settings(params) if params is not None else {},
+        tools=extra.get("tools"),
+    )
+
+
+def session_of(runner: Any) -> MethodSession | None:
+    return getattr(runner, "specplug_session", None)
