@@ -14,7 +14,7 @@ from specplug.core.proposers.draft_model import DraftModelProposer
 from specplug.core.proposers.ngram import NgramProposer
 from specplug.reference.runner import ReferenceRunner
 
-from ..reference.conftest import tiny_llama  # noqa: F401  (fixture)
+from ...tooling.reference.conftest import tiny_llama  # noqa: F401  (fixture)
 
 
 def _prompts() -> list[list[int]]:
