@@ -13,8 +13,15 @@ from typing import Any
 
 from sglang.srt.speculative.spec_info import CustomSpecAlgo  # re-exported from spec_registry; the public spelling
 
-from specplug.plugins.sglang_csd.runtime import load_bank
-from specplug.plugins.sglang_csd.settings import check_server_args, default_num_draft_tokens, load_settings
+from specplug.core.host import MethodSession
+from specplug.plugins.sglang_csd.settings import (
+    ALGORITHM,
+    METHODS,
+    check_server_args,
+    default_num_draft_tokens,
+    load_settings,
+    method_config,
+)
 
 log = logging.getLogger("specplug")
 
@@ -117,9 +124,12 @@ def _check_external_corpus(server_args: Any) -> None:
 
 def validate_server_args(server_args: Any) -> None:
     """SGLang's `validate_server_args` callback (run before `handle_server_args`, `speculative_hook.py:245-250`):
-    the settings file parses, its values are valid, the flags agree, and the memory file loads — all in the
-    launcher, before any GPU work."""
+    the settings file parses, its values are valid, the flags agree, and the method's pieces build (its memory
+    file loads) — all in the launcher, before any GPU work.
+
+    The pieces are built by opening a `MethodSession` as the worker will (the plugin hooks validate and load);
+    this one only checks: it never serves, announces nothing and saves nothing (no `save_path` here)."""
     settings = load_settings()
     check_server_args(server_args, settings)
-    if settings.config.memory_path is not None:
-        load_bank(settings)
+    given = method_config(settings, gamma_from_engine=False, saver=False)
+    MethodSession(METHODS[ALGORITHM], given, engine="sglang", facts={"model_path": server_args.model_path})

@@ -13,7 +13,7 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,9 @@ from specplug.core.csd.config import METHOD, CSDConfig
 from specplug.core.errors import ConfigError
 
 ALGORITHM = "CSD"  # --speculative-algorithm CSD (SGLang upper-cases the flag)
+# The one table of method names in this package: SGLang's algorithm name -> the specplug method whose session
+# (`core.host.MethodSession`) serves it. That method's verifier judges SGLang's verify tree (`runtime`).
+METHODS: dict[str, str] = {ALGORITHM: "csd_tree"}
 CONFIG_ENV = "SPECPLUG_CSD_CONFIG"
 # Keys of the settings file that belong to the SGLang glue, not to the engine-free CSDConfig.
 GLUE_DEFAULTS: dict[str, Any] = {"save_interval_s": 60.0}  # as on vLLM
@@ -60,6 +63,21 @@ def settings_from_mapping(given: Mapping[str, Any], *, source: str = "mapping") 
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 <= interval < math.inf:
         raise ConfigError("save_interval_s", interval, "a number of seconds ≥ 0 (0: save only at exit)", method=METHOD)
     return CSDSettings(config=config, save_interval_s=float(interval), source=source, explicit=frozenset(given))
+
+
+def method_config(settings: CSDSettings, *, gamma_from_engine: bool, saver: bool) -> dict[str, Any]:
+    """The method settings a session is opened with: the validated file, less what the engine decides.
+
+    gamma_from_engine: the tree size is known (`--speculative-num-draft-tokens`, checked against `gamma` by
+        `check_server_args`), so the session takes γ from its facts instead.
+    saver: this rank writes `save_path`; on every other rank the setting is dropped (one file, one writer).
+    """
+    given = asdict(settings.config)
+    if gamma_from_engine:
+        given.pop("gamma")
+    if not saver:
+        given["save_path"] = None
+    return given
 
 
 def _read_source(value: str) -> tuple[Any, str]:

@@ -5,7 +5,8 @@ official `HookRegistry` (`sglang/srt/plugins/hook_registry.py`).
 (`sglang/srt/speculative/ngram_worker.py:27` imports it, `:475-485` calls it). The registry replaces that binding
 and, through `_propagate_patch` (`hook_registry.py:320-347`), every other module's binding of the same function
 (EAGLE workers included). So the hook is a pass-through unless a CSD worker is running this very call (a context
-variable the worker sets around its forward) for a batch whose algorithm is CSD.
+variable the worker sets around its forward) for a batch whose algorithm is the one that worker serves. The
+judging itself is the worker's session's (`runtime.CSDRuntime.calibrate` calls `session.verify`).
 
 Why the hook is installed by the CSD worker rather than at plugin load: the registry resolves its target by
 importing it, and `load_plugins()` runs in every SGLang process (tokenizer, detokenizer, launcher) and for every
@@ -26,7 +27,6 @@ from typing import Any
 
 from specplug.core.errors import PatchError
 from specplug.plugins.sglang_csd.runtime import CSDRuntime
-from specplug.plugins.sglang_csd.settings import ALGORITHM
 
 log = logging.getLogger("specplug")
 
@@ -45,11 +45,6 @@ def activated(runtime: CSDRuntime) -> Iterator[CSDRuntime]:
         yield runtime
     finally:
         _ACTIVE.reset(token)
-
-
-def is_csd(algorithm: Any) -> bool:
-    """Whether a batch's `spec_algorithm` (an enum member or a `CustomSpecAlgo`) is CSD."""
-    return getattr(algorithm, "name", None) == ALGORITHM
 
 
 def _arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, Any]:
@@ -76,12 +71,16 @@ def calibrated_eagle_sample(original: Callable[..., Any], *args: Any, **kwargs: 
     if runtime is None:
         return original(*args, **kwargs)
     verify_input, batch, logits_output = _arguments(args, kwargs)
-    if not is_csd(getattr(batch, "spec_algorithm", None)):
+    if not runtime.serves(getattr(batch, "spec_algorithm", None)):
         return original(*args, **kwargs)
     predict, accept_lens, accept_index = original(*args, **kwargs)  # processes the logits in place
     bs = accept_lens.shape[0]
+    if bs == 0:
+        return predict, accept_lens, accept_index
+    requests = getattr(batch, "reqs", None)
     greedy = _greedy_rows(getattr(batch, "sampling_info", None), bs)
-    if bs == 0 or greedy is False or (greedy is not None and not bool(greedy.any())):
+    if greedy is False or (greedy is not None and not bool(greedy.any())):
+        _engine_verdict(runtime, verify_input, accept_lens, requests)
         return predict, accept_lens, accept_index
     n = verify_input.draft_token_num
     try:
@@ -95,14 +94,26 @@ def calibrated_eagle_sample(original: Callable[..., Any], *args: Any, **kwargs: 
             predict=predict,
             accept_lens=accept_lens,
             accept_index=accept_index,
+            requests=requests,
         )
     except Exception:
         # Serving goes on with SGLang's own (standard) verdict; the step teaches the memory nothing.
         runtime.failures += 1
         runtime.discard()
+        _engine_verdict(runtime, verify_input, accept_lens, requests)
         if runtime.failures == 1 or runtime.failures % 1000 == 0:
             log.exception("specplug CSD: calibrated verify failed (%d so far); kept SGLang's verdict", runtime.failures)
         return predict, accept_lens, accept_index
+
+
+def _engine_verdict(runtime: CSDRuntime, verify_input: Any, accept_lens: Any, requests: Any) -> None:
+    runtime.engine_verdict(
+        candidates=getattr(verify_input, "draft_token", None),
+        retrieve_next_token=getattr(verify_input, "retrieve_next_token", None),
+        retrieve_next_sibling=getattr(verify_input, "retrieve_next_sibling", None),
+        accept_lens=accept_lens,
+        requests=requests,
+    )
 
 
 def hook_in_effect(target: str = TARGET) -> bool:

@@ -2,12 +2,17 @@
 
 Imported only by the CSD worker factory, in the scheduler process (it needs SGLang's worker stack: `sgl_kernel`,
 a GPU or SGLang's CPU build). What it adds to `NGRAMWorker` (`sglang/srt/speculative/ngram_worker.py:76`):
-- at start: reads the settings (`SPECPLUG_CSD_CONFIG`), checks them against the resolved flags, loads the memory
-  file, installs the verify hook and checks that it took effect — every failure stops the start with its cause;
-- each step: runs the parent's `forward_batch_generation` with this worker's CSD state active, so the hook on
-  `eagle_sample` calibrates this worker's verify calls only, then commits the step's mismatches to the memory;
+- at start: reads the settings (`SPECPLUG_CSD_CONFIG`), checks them against the resolved flags, installs the verify
+  hook and checks that it took effect, and opens the process's `MethodSession` (`runtime.CSDRuntime`: the
+  method's memory file is loaded and its verifier built by the plugin hooks) — every failure stops the start with
+  its cause;
+- each step: runs the parent's `forward_batch_generation` with this worker's host state active, so the hook on
+  `eagle_sample` judges this worker's verify calls only, then announces the step (`session.step`, preceded by
+  `session.request_started` for requests verified for the first time); the method learns there;
+- when a request finishes (`note_request_finished`, `base_spec_worker.py:389-395`, called by SGLang's batch-result
+  processor): `session.request_finished`;
 - when SGLang has the accept counts on the CPU (`on_verify_complete_cpu`, `base_spec_worker.py:379-387`): a
-  periodic background save to `save_path` (TP rank 0 only; a final save at exit).
+  background save at SGLang's `save_interval_s` (TP rank 0 only); `session.close()` at exit saves the last state.
 Drafting is NGRAM's unchanged: the corpus tree of `--speculative-num-draft-tokens` nodes.
 """
 
@@ -55,15 +60,21 @@ class CSDWorker(NGRAMWorker):
         install_verify_hook()
         tp_rank, sync = _tensor_parallel()
         self.csd = CSDRuntime(
-            settings, model_path=getattr(server_args, "model_path", None), sync=sync, saver=tp_rank == 0
+            settings,
+            model_path=getattr(server_args, "model_path", None),
+            num_draft_tokens=self.draft_token_num,
+            sync=sync,
+            saver=tp_rank == 0,
         )
         log.info(
-            "specplug CSD: λ=%s τ=%s, %d draft nodes, memory %s (%d pairs, namespace %r)%s",
+            "specplug: %s (method %s) λ=%s τ=%s, %d draft nodes, memory %s (%d pairs, namespace %r)%s",
+            self.csd.algorithm,
+            self.csd.session.method,
             settings.config.lam,
             settings.config.tau,
             self.draft_token_num - 1,
             settings.config.memory_path or "empty",
-            len(self.csd.memory),
+            len(self.csd.memory) if self.csd.memory is not None else 0,
             settings.config.namespace,
             f", saved to {settings.config.save_path}" if self.csd.saver else "",
         )
@@ -81,3 +92,7 @@ class CSDWorker(NGRAMWorker):
     def on_verify_complete_cpu(self, num_correct_drafts_per_req: list[int], batch_size: int = 0) -> None:
         super().on_verify_complete_cpu(num_correct_drafts_per_req, batch_size=batch_size)
         self.csd.on_verify_complete(num_correct_drafts_per_req)
+
+    def note_request_finished(self, *, rid: str, natural_stop: bool) -> None:
+        super().note_request_finished(rid=rid, natural_stop=natural_stop)
+        self.csd.request_finished(rid, natural_stop)

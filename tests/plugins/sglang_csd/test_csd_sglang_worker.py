@@ -23,7 +23,7 @@ import torch
 
 from specplug.core.csd.bank import CorrectionMemoryBank
 from specplug.core.errors import ConfigError, PatchError
-from specplug.core.persist import DataFileError
+from specplug.core.hookspecs import hookimpl
 from specplug.plugins.sglang_csd import verify_hook
 from specplug.plugins.sglang_csd.settings import CONFIG_ENV
 
@@ -57,17 +57,23 @@ class NGRAMWorker:
         self.server_args = server_args
         self.draft_token_num = server_args.speculative_num_draft_tokens
         self.completed = []
+        self.finished = []
 
     def forward_batch_generation(self, batch, on_publish=None, pp_proxy_tensors=None):
-        if batch.fail:
+        if batch.fail is True:
             raise RuntimeError("target forward failed")
         predict, accept_lens, accept_index = eagle_sample(
             batch.spec_info, batch, batch.logits_output, None, watermark_state=None
         )
+        if batch.fail == "after verify":
+            raise RuntimeError("KV update after the verify failed")
         return SimpleNamespace(next_token_ids=predict, accept_lens=accept_lens, accept_index=accept_index)
 
     def on_verify_complete_cpu(self, num_correct_drafts_per_req, batch_size=0):
         self.completed.append(list(num_correct_drafts_per_req))
+
+    def note_request_finished(self, *, rid, natural_stop):  # BaseSpecWorker's no-op hook (base_spec_worker.py:389)
+        self.finished.append((rid, natural_stop))
 '''
 
 
@@ -119,9 +125,22 @@ def server_args(**overrides: object) -> SimpleNamespace:
     return SimpleNamespace(**{**values, **overrides})
 
 
-def make_batch(algorithm: str = "CSD", fail: bool = False) -> SimpleNamespace:
+def stand_in_req(rid: str = "r1", top_k: int = 1) -> SimpleNamespace:
+    """The fields of SGLang's `Req` the host reads: id, prompt, answer so far, sampling settings, finish reason."""
+    return SimpleNamespace(
+        rid=rid,
+        origin_input_ids=[7, 9],
+        output_ids=[9],
+        sampling_params=SimpleNamespace(temperature=0.0 if top_k == 1 else 0.7, top_k=top_k, top_p=1.0),
+        finished_reason=None,
+    )
+
+
+def make_batch(
+    algorithm: str = "CSD", fail: bool | str = False, reqs: list[SimpleNamespace] | None = None, top_k: int = 1
+) -> SimpleNamespace:
     """One request: root 9 ─ 3 ─ 4, and a padding leaf. The target prefers 5 after the root, 3 is close (ln 0.37);
-    after 3 it wants 4 (exact), after 4 the bonus 8."""
+    after 3 it wants 4 (exact), after 4 the bonus 8. `reqs`: SGLang's request objects of the rows (optional)."""
     n, vocab = 4, 10
     logits = torch.full((n, vocab), -10.0)
     logits[0, 5], logits[0, 3], logits[1, 4], logits[2, 8] = 0.0, -1.0, 0.0, 0.0
@@ -134,11 +153,12 @@ def make_batch(algorithm: str = "CSD", fail: bool = False) -> SimpleNamespace:
     )
     return SimpleNamespace(
         spec_algorithm=StandInAlgo(algorithm),
-        sampling_info=SimpleNamespace(top_ks=torch.tensor([1]), is_all_greedy=True),
+        sampling_info=SimpleNamespace(top_ks=torch.tensor([top_k]), is_all_greedy=top_k == 1),
         spec_info=spec_info,
         logits_output=SimpleNamespace(next_token_logits=logits),
         logit_bias=torch.zeros(vocab),
         fail=fail,
+        **({} if reqs is None else {"reqs": reqs}),
     )
 
 
@@ -259,8 +279,123 @@ def test_worker_start_refuses_bad_settings(sglang_stand_ins, single_rank, monkey
     CorrectionMemoryBank().save(bad)
     bad.write_text(bad.read_text().replace('"namespaces":{}', '"namespaces":{"x":1}'))
     monkeypatch.setenv(CONFIG_ENV, json.dumps({"memory_path": str(bad)}))
-    with pytest.raises(DataFileError, match="checksum"):
+    with pytest.raises(ConfigError, match=r"memory_path.*checksum"):
         csd_worker()
     monkeypatch.setenv(CONFIG_ENV, json.dumps({"memory_path": str(tmp_path / "absent.json")}))
-    with pytest.raises(DataFileError, match="cannot read"):
+    with pytest.raises(ConfigError, match=r"memory_path.*cannot read"):
         csd_worker()
+
+
+# --- the worker as a specplug host: what reaches the hooks -------------------------------------------------------
+
+
+class Recorder:
+    """A specplug plugin that records every announcement and wraps every verify call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    @hookimpl
+    def specplug_on_request_start(self, request, session) -> None:
+        self.calls.append(("start", request.request_id, list(request.prompt_token_ids), session.engine))
+
+    @hookimpl
+    def specplug_on_step(self, outcome, session) -> None:
+        pairs = outcome.extra.get("mismatches")
+        self.calls.append(
+            (
+                "step",
+                list(outcome.request_ids),
+                outcome.num_proposed.tolist(),
+                outcome.num_accepted.tolist(),
+                outcome.num_rescued.tolist(),
+                None if pairs is None else pairs.tolist(),
+                bool(outcome.extra.get("fallback")),
+            )
+        )
+
+    @hookimpl
+    def specplug_on_request_finish(self, request_id, num_output_tokens, finish_reason, output_token_ids) -> None:
+        self.calls.append(("finish", request_id, num_output_tokens, finish_reason, list(output_token_ids)))
+
+    @hookimpl
+    def specplug_on_session_close(self, session) -> None:
+        self.calls.append(("close", session.method))
+
+    @hookimpl(wrapper=True)
+    def specplug_verify(self, verifier, draft, target_logits, options):
+        self.calls.append(("verify", type(verifier).__name__, draft.num_tokens.tolist()))
+        return (yield)
+
+
+@pytest.fixture
+def recorder():
+    from specplug.core.plugin_manager import get_plugin_manager
+
+    pm = get_plugin_manager()
+    found = Recorder()
+    pm.register(found, name="test-recorder")
+    yield found
+    pm.unregister(name="test-recorder")
+
+
+def test_worker_reaches_the_method_only_through_the_session(sglang_stand_ins, single_rank, monkeypatch, recorder):
+    """Session of the table's method; verify through `specplug_verify`; start, step (with the mismatches the
+    method learns from), finish and close announced; a failed forward and another algorithm's batch announce
+    nothing."""
+    monkeypatch.setenv(CONFIG_ENV, json.dumps({"lam": 2, "tau": 0.1}))
+    worker = csd_worker()
+    session = worker.csd.session
+    assert (session.method, session.engine, session.facts["num_speculative_tokens"]) == ("csd_tree", "sglang", 3)
+    assert worker.csd.verifier is session.verifier and worker.csd.memory is session.verifier.memory
+
+    req = stand_in_req("r1")
+    worker.forward_batch_generation(make_batch(reqs=[req]))
+    worker.forward_batch_generation(make_batch(reqs=[req]))
+    worker.forward_batch_generation(make_batch("NGRAM", reqs=[req]))  # another algorithm: untouched
+    with pytest.raises(RuntimeError, match="after the verify failed"):
+        worker.forward_batch_generation(make_batch(fail="after verify", reqs=[req]))
+    req.output_ids, req.finished_reason = [9, 3, 4, 8], object()
+    worker.note_request_finished(rid="r1", natural_stop=True)
+    worker.note_request_finished(rid="never-verified", natural_stop=False)  # not announced: never started
+    assert worker.finished == [("r1", True), ("never-verified", False)]  # SGLang's own hook still runs
+    worker.csd.close()
+
+    assert recorder.calls == [
+        ("verify", "CalibratedTreeVerifier", [2]),
+        ("start", "r1", [7, 9], "sglang"),
+        ("step", ["r1"], [2], [0], [0], [[3, 5]], False),  # not yet rescuable at λ = 2, learned
+        ("verify", "CalibratedTreeVerifier", [2]),
+        ("step", ["r1"], [2], [2], [1], [[3, 5]], False),  # rescued 3, then exact 4
+        ("verify", "CalibratedTreeVerifier", [2]),  # the forward that failed after its verify: never announced
+        ("finish", "r1", 4, "stop", [9, 3, 4, 8]),
+        ("close", "csd_tree"),
+    ]
+    assert worker.csd.memory.top(1) == [(3, 5, 2)]  # learned from the two announced steps only
+    steps = session.report()["steps"]
+    assert (steps["steps"], steps["proposed"], steps["accepted"], steps["rescued"]) == (2, 4, 2, 1)
+    assert (steps["requests_started"], steps["requests_finished"]) == (1, 1)
+
+
+def test_steps_sglang_verified_alone_are_announced_as_fallback(
+    sglang_stand_ins, single_rank, monkeypatch, recorder
+) -> None:
+    monkeypatch.setenv(CONFIG_ENV, json.dumps({"lam": 1, "tau": 0.1}))
+    worker = csd_worker()
+    worker.forward_batch_generation(make_batch(reqs=[stand_in_req("s1", top_k=20)], top_k=20))  # sampled row
+    assert [c for c in recorder.calls if c[0] == "step"] == [("step", ["s1"], [2], [0], [0], None, True)]
+    assert len(worker.csd.memory) == 0 and worker.csd.session.report()["steps"]["fallback_steps"] == 1
+
+    monkeypatch.setattr(worker.csd, "calibrate", lambda **_: 1 / 0)  # a bug inside the method's verify
+    recorder.calls.clear()
+    assert worker.forward_batch_generation(make_batch(reqs=[stand_in_req("g1")])).accept_lens.tolist() == [1]
+    assert [c[0] for c in recorder.calls] == ["start", "step"] and recorder.calls[1][-2:] == (None, True)
+    assert worker.csd.failures == 1 and len(worker.csd.memory) == 0
+
+
+def test_offline_settings_learn_nothing_from_the_announcements(sglang_stand_ins, single_rank, monkeypatch, recorder):
+    monkeypatch.setenv(CONFIG_ENV, json.dumps({"lam": 1, "tau": 0.1, "online": False}))
+    worker = csd_worker()
+    worker.forward_batch_generation(make_batch(reqs=[stand_in_req()]))
+    assert [c[5] for c in recorder.calls if c[0] == "step"] == [[[3, 5]]]  # announced ...
+    assert len(worker.csd.memory) == 0  # ... and not learned: the method's hook honours `online`
