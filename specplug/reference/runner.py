@@ -3,7 +3,11 @@
 Autoregressive decoding is the same loop with empty drafts: the greedy verifier then returns the arg-max and the
 rejection verifier samples from the target, so both paths share every line that could make them differ.
 Proposing and verifying go through the `specplug_propose` / `specplug_verify` hooks, so timing wrappers and
-observers see the reference runner exactly as they would see an engine.
+observers see the reference runner exactly as they would see an engine. Given a `MethodSession` (a method chosen
+by name, as an engine's flags would), the runner is a host like any engine adapter: the session's proposer and
+verifier run, and every request start, verify step (with the verifier's mismatches and the scored positions) and
+request finish is announced through the session, so online learning happens in the method's hook
+implementations exactly as on vLLM.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from specplug.core.host import MethodSession
 from specplug.core.plugin_manager import SpecplugPluginManager, create_plugin_manager
-from specplug.core.types import PAD_TOKEN, DraftBatch, Proposer, StepOutcome, Verifier
+from specplug.core.types import PAD_TOKEN, DraftBatch, Proposer, RequestContext, StepOutcome, Verifier
 from specplug.core.verifiers.greedy_chain import GreedyChainVerifier
 from specplug.core.verifiers.rejection import RejectionSamplingVerifier
 from specplug.reference.slot_cache import SlotCache
@@ -97,14 +102,33 @@ class ReferenceRunner:
         temperature: float = 0.0,
         seed: int = 0,
         request_ids: Sequence[str] | None = None,
+        session: MethodSession | None = None,
+        requests: Sequence[RequestContext] | None = None,
     ) -> GenerationResult:
-        """Generate up to `max_new_tokens` per prompt. Without a proposer this is plain autoregressive decoding."""
+        """Generate up to `max_new_tokens` per prompt. Without a proposer this is plain autoregressive decoding.
+
+        With a `session`, its proposer and verifier are used (unless given) and `requests` (one per prompt: tools,
+        tenant) are announced to it; objects handed in without a session keep their own per-batch protocol
+        (`start_batch` / `observe_verify` / `finish_batch`).
+        """
+        pm = session.pm if session is not None else self.pm
+        if session is not None:
+            proposer = proposer if proposer is not None else session.proposer
+            verifier = verifier if verifier is not None else session.verifier
         if verifier is None:
             verifier = GreedyChainVerifier() if temperature == 0 else RejectionSamplingVerifier(temperature)
         batch = len(prompts)
-        ids = list(request_ids or [str(i) for i in range(batch)])
+        if requests is not None:
+            ids = [r.request_id for r in requests]
+        else:
+            ids = list(request_ids or [str(i) for i in range(batch)])
+            requests = [RequestContext(rid, list(p)) for rid, p in zip(ids, prompts, strict=True)]
         generator = torch.Generator().manual_seed(seed)
-        if proposer is not None and hasattr(proposer, "start_batch"):
+        legacy = session is None and proposer is not None
+        if session is not None:
+            for request in requests:
+                session.request_started(request)
+        elif legacy and hasattr(proposer, "start_batch"):
             proposer.start_batch(batch)
         cache = SlotCache(self.model, batch)
         committed = [list(p) for p in prompts]
@@ -116,7 +140,8 @@ class ReferenceRunner:
 
         while not all(done):
             active = [not d for d in done]
-            draft = self._draft(proposer, committed, active, [max_new_tokens - len(o) for o in outputs])
+            remaining = [max_new_tokens - len(o) for o in outputs]
+            draft = self._draft(pm, proposer, committed, active, remaining, None if legacy else ids)
             feeds = cache.sync([c if a else None for c, a in zip(committed, active, strict=True)])
             counts = draft.num_tokens.tolist()
             offsets = [len(f) - 1 for f in feeds]
@@ -129,11 +154,11 @@ class ReferenceRunner:
                 logits.shape[1] - 1
             )
             target_logits = logits.gather(1, index.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
-            result = self.pm.hook.specplug_verify(
+            result = pm.hook.specplug_verify(
                 verifier=verifier, draft=draft, target_logits=target_logits, options={"generator": generator}
             )
-            if proposer is not None and hasattr(proposer, "observe_verify"):  # drafters that learn from scores
-                inputs, valid = _scored_inputs(committed, draft, active)
+            inputs, valid = _scored_inputs(committed, draft, active)
+            if legacy and hasattr(proposer, "observe_verify"):  # drafters that learn from scores
                 proposer.observe_verify(inputs, target_logits, valid)
             self._commit(result, draft, active, committed, outputs, done, max_new_tokens, stats)
             now = time.perf_counter() - start
@@ -142,27 +167,42 @@ class ReferenceRunner:
                     forwards[row] += 1
                     first_at[row] = first_at[row] or now
                     finish_at[row] = now
-            self.pm.hook.specplug_on_step(
+            extra: dict = {"scored": (inputs, target_logits, valid)}
+            if getattr(result, "mismatches", None) is not None:
+                extra["mismatches"] = result.mismatches
+            pm.hook.specplug_on_step(
                 outcome=StepOutcome(
                     request_ids=[i for i, a in zip(ids, active, strict=True) if a],
                     num_proposed=draft.num_tokens[torch.tensor(active)],
                     num_accepted=result.num_accepted[torch.tensor(active)],
                     num_rescued=_rows(getattr(result, "num_rescued", None), active),
-                )
+                    extra=extra,
+                ),
+                session=session,
             )
         stats.wall_s = time.perf_counter() - start
-        if proposer is not None and hasattr(proposer, "finish_batch"):  # drafters that remember answers
+        if session is not None:
+            for rid, output in zip(ids, outputs, strict=True):
+                session.request_finished(rid, len(output), "stop", output_token_ids=output)
+        elif legacy and hasattr(proposer, "finish_batch"):  # drafters that remember answers
             proposer.finish_batch()
         return GenerationResult(outputs, stats, first_at, finish_at, forwards)
 
     def _draft(
-        self, proposer: Proposer | None, committed: list[list[int]], active: list[bool], remaining: list[int]
+        self,
+        pm: SpecplugPluginManager,
+        proposer: Proposer | None,
+        committed: list[list[int]],
+        active: list[bool],
+        remaining: list[int],
+        ids: list[str] | None,
     ) -> DraftBatch:
         batch = len(committed)
         if proposer is None:
             empty = torch.zeros((batch, 0), dtype=torch.int64)
             return DraftBatch(tokens=empty, num_tokens=torch.zeros(batch, dtype=torch.int64))
-        draft = self.pm.hook.specplug_propose(proposer=proposer, contexts=committed, options={"active": active})
+        options: dict = {"active": active} if ids is None else {"active": active, "request_ids": ids}
+        draft = pm.hook.specplug_propose(proposer=proposer, contexts=committed, options=options)
         # Never draft past the token budget, and nothing for finished rows.
         limit = torch.tensor([max(r - 1, 0) if a else 0 for r, a in zip(remaining, active, strict=True)])
         draft.num_tokens = torch.minimum(draft.num_tokens, limit)

@@ -19,7 +19,7 @@ import torch
 from specplug.core.plugin_manager import SpecplugPluginManager, create_plugin_manager
 from specplug.core.proposers.draft_model import DraftModelProposer
 from specplug.core.smc import FinalResult, SMCConfig, SMCSampler
-from specplug.core.types import StepOutcome
+from specplug.core.types import DraftBatch, StepOutcome
 from specplug.reference.slot_cache import SlotCache
 
 
@@ -113,11 +113,16 @@ class SMCReferenceRunner:
             stats.target_forwards += 1
             index = (offsets.unsqueeze(1) + torch.arange(cfg.gamma + 1)).clamp_max(logits.shape[1] - 1)
             target_logits = logits.gather(1, index.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
-            result = sampler.cycle(
-                state,
-                draft.tokens.view(num_requests, n, cfg.gamma),
-                draft.log_q.view(num_requests, n, cfg.gamma),
-                target_logits.view(num_requests, n, cfg.gamma + 1, -1),
+            grouped = DraftBatch(
+                tokens=draft.tokens.view(num_requests, n, cfg.gamma),
+                num_tokens=torch.full((num_requests,), cfg.gamma),
+                log_q=draft.log_q.view(num_requests, n, cfg.gamma),
+            )
+            result = self.pm.hook.specplug_verify(
+                verifier=sampler,
+                draft=grouped,
+                target_logits=target_logits.view(num_requests, n, cfg.gamma + 1, -1),
+                options={"state": state},
             )
             stats.cycles += 1
             stats.committed.append(result.num_committed[result.live].tolist())
@@ -134,7 +139,8 @@ class SMCReferenceRunner:
                     num_accepted=result.num_committed.sum(1)[running] - result.live.sum(1)[running],
                     ess=result.ess[running],
                     resampled=result.plan.resampled[running],
-                )
+                ),
+                session=None,
             )
         stats.wall_s = time.perf_counter() - started
         final = sampler.finalize(state)

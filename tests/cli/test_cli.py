@@ -37,7 +37,15 @@ def test_doctor_reports_engines_plugins_and_methods_truthfully() -> None:
     for name, row in engines.items():
         status = engine_status(name)
         assert (row["version"], row["tested"]) == (status.version, status.tested)
-    assert {p["name"] for p in report["plugins"]} == {"core", "vllm_smc", "sglang_csd", "trtllm_toolspec"}
+    assert {p["name"] for p in report["plugins"]} == {
+        "core",
+        "csd",
+        "smc",
+        "toolspec",
+        "vllm_smc",
+        "sglang_csd",
+        "trtllm_toolspec",
+    }
     assert {m["name"] for m in report["methods"]} >= {"smc", "csd", "toolspec"}
 
 

@@ -23,6 +23,10 @@ def test_every_plugin_is_declared_by_the_installed_distribution() -> None:
         assert eps[name].value == f"specplug.plugins.{name}.plugin"
 
 
+# The core's own plugins: standard pieces, then one per method (metrics describe no methods).
+CORE = {"core", "smc", "csd", "toolspec"}
+
+
 def test_engine_bootstraps_are_declared_in_the_engines_groups() -> None:
     vllm = {ep.name: ep.value for ep in metadata.entry_points(group="vllm.general_plugins")}
     sglang = {ep.name: ep.value for ep in metadata.entry_points(group="sglang.srt.plugins")}
@@ -35,13 +39,13 @@ def test_plugin_manager_discovers_every_plugin_from_entry_points() -> None:
     assert set(pm.load_report.loaded) == PLUGINS
     assert pm.load_report.failed == {}
     infos = {info.name: info for info in pm.plugin_infos()}
-    assert set(infos) == PLUGINS | {"core"}
+    assert set(infos) == PLUGINS | CORE
     assert {infos[p].engine for p in PLUGINS} == {"vllm", "sglang", "trtllm"}
 
 
 def test_without_entry_points_only_the_core_is_registered() -> None:
     pm = create_plugin_manager(load_entry_points=False)
-    assert [info.name for info in pm.plugin_infos()] == ["core"]
+    assert sorted(info.name for info in pm.plugin_infos()) == sorted(CORE)
 
 
 class _Misspelled:

@@ -139,9 +139,9 @@ def test_selected_through_the_plugin_hooks(smollm2_tokenizer) -> None:
 
     pm = create_plugin_manager(load_entry_points=False)
     drafter = pm.hook.specplug_make_proposer(
-        method="toolspec", config={"tokenizer": smollm2_tokenizer, "num_speculative_tokens": 4}
+        method="toolspec", config={"tokenizer": smollm2_tokenizer, "num_speculative_tokens": 4}, session=None
     )
     assert isinstance(drafter, ToolSpecDrafter) and drafter.config.num_speculative_tokens == 4
-    assert isinstance(pm.hook.specplug_make_memory(kind="invocation", config={}), InvocationMemoryBank)
+    assert isinstance(pm.hook.specplug_make_memory(kind="invocation", config={}, session=None), InvocationMemoryBank)
     with pytest.raises(ConfigError, match="tokenizer"):
-        pm.hook.specplug_make_proposer(method="toolspec", config={})
+        pm.hook.specplug_make_proposer(method="toolspec", config={}, session=None)
