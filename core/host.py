@@ -47,10 +47,7 @@ class MethodSession:
         facts: Mapping[str, Any] | None = None,
         pm: SpecplugPluginManager | None = None,
     ) -> None:
-        if pm is None:
-            from specplug.core.plugin_manager import get_plugin_manager
-
-            pm = get_plugin_manager()
+        pm = pm or _shared_pm()
         self.method = method
         self.config: dict[str, Any] = dict(config or {})
         self.engine = engine
@@ -145,9 +142,22 @@ class EngineProposer:
 
 def refusals(method: str, request: RequestContext, pm: SpecplugPluginManager | None = None) -> list[str]:
     """Every reason a plugin gives why `method` cannot serve `request` (empty: it can)."""
-    if pm is None:
-        from specplug.core.plugin_manager import get_plugin_manager
-
-        pm = get_plugin_manager()
+    pm = pm or _shared_pm()
     found = pm.hook.specplug_refuse_request(method=method, request=request)
     return [reason for reasons in found if reasons for reason in reasons]
+
+
+def refusal_message(method: str, request: RequestContext, pm: SpecplugPluginManager | None = None) -> str | None:
+    """One line for the engine's validation error (HTTP 400), or None when `method` can serve `request`."""
+    pm = pm or _shared_pm()
+    reasons = refusals(method, request, pm)
+    if not reasons:
+        return None
+    display = next((m.display for m in pm.methods() if m.name == method and m.display), method)
+    return f"{method}: this request cannot be served with {display}: " + "; ".join(reasons)
+
+
+def _shared_pm() -> SpecplugPluginManager:
+    from specplug.core.plugin_manager import get_plugin_manager
+
+    return get_plugin_manager()

@@ -107,6 +107,7 @@ class MethodInfo:
     role: Role
     status: Status
     summary: str
+    display: str = ""  # how users and messages name it ("SMC-SD"); the name when empty
 
 
 @dataclass(frozen=True)

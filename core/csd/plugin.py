@@ -40,8 +40,8 @@ def specplug_plugin_info() -> PluginInfo:
         name="csd",
         engine=None,
         methods=(
-            MethodInfo("csd", "verifier", "available", "CSD calibrated greedy chain verification (lossy)"),
-            MethodInfo("csd_tree", "verifier", "available", "CSD calibrated greedy token-tree verification"),
+            MethodInfo("csd", "verifier", "available", "CSD calibrated greedy chain verification (lossy)", "CSD"),
+            MethodInfo("csd_tree", "verifier", "available", "CSD calibrated greedy token-tree verification", "CSD"),
             MethodInfo("correction", "memory", "available", "CSD's online correction memory (namespaced file)"),
         ),
         summary="CSD: calibrated acceptance with an online correction memory (core.csd)",

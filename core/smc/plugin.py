@@ -31,7 +31,11 @@ def specplug_plugin_info() -> PluginInfo:
         engine=None,
         methods=(
             MethodInfo(
-                "smc", "method", "available", "SMC-SD: particles weighed and resampled instead of rejected (core.smc)"
+                "smc",
+                "method",
+                "available",
+                "SMC-SD: particles weighed and resampled instead of rejected (core.smc)",
+                display="SMC-SD",
             ),
         ),
         summary="SMC-SD core: particle cycle, resampling, output choice (engines: see plugins)",

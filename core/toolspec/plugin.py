@@ -34,7 +34,13 @@ def specplug_plugin_info() -> PluginInfo:
         name="toolspec",
         engine=None,
         methods=(
-            MethodInfo("toolspec", "proposer", "available", "ToolSpec: schema-forced, retrieved and recycled drafts"),
+            MethodInfo(
+                "toolspec",
+                "proposer",
+                "available",
+                "ToolSpec: schema-forced, retrieved and recycled drafts",
+                "ToolSpec",
+            ),
             MethodInfo("invocation", "memory", "available", "ToolSpec's per-tenant retrieval memory of answers"),
         ),
         summary="ToolSpec: schema-aware, retrieval-based drafting for tool calls (core.toolspec)",

@@ -2,8 +2,9 @@
 
 TensorRT-LLM's executor calls `drafter.prepare_draft_tokens(scheduled_batch, resource_manager)` before each
 target forward; the drafter must set `request.py_draft_tokens` on every generation request (the engine then pads
-them to the static draft length and verifies them by token match). The drafting itself lives in the pool
-(`pool.ToolSpecPool.draft_for`), which also sees the request life cycle; this class only walks the batch.
+them to the static draft length and verifies them by token match). The drafting goes through the pool's specplug
+session (`pool.ToolSpecPool.draft_batch`: one `session.propose` per step), which also sees the request life cycle;
+this class only walks the batch.
 
 The class subclasses `tensorrt_llm._torch.speculative.drafter.Drafter`, so it is built on first use by
 `drafter_class()` (importing this module never imports TensorRT-LLM). `Drafter.__init__` changed its signature
@@ -93,11 +94,14 @@ class ToolSpecDrafterLogic:
     def prepare_draft_tokens(self, scheduled_requests: Any, resource_manager: Any = None) -> None:
         """Set `py_draft_tokens` on every generation request (at most `max_draft_len` each, maybe none)."""
         pool = self._pool_for(resource_manager)
+        drafting = []
         for request in sorted(scheduled_requests.generation_requests, key=_row_order):
             if getattr(request, "is_dummy", False) or getattr(request, "py_disable_speculative_decoding", False):
                 request.py_draft_tokens = []
-                continue
-            request.py_draft_tokens = pool.draft_for(request, self.max_draft_len)
+            else:
+                drafting.append(request)
+        for request, draft in zip(drafting, pool.draft_batch(drafting, self.max_draft_len), strict=True):
+            request.py_draft_tokens = draft
 
     def _pool_for(self, resource_manager: Any) -> ToolSpecPool:
         """Draft from the pool the engine drives (update/free), should the engine hold a copy of ours."""

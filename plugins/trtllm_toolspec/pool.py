@@ -1,21 +1,34 @@
-"""ToolSpecPool: TensorRT-LLM's resource manager for ToolSpec, owner of the core drafter and its memory.
+"""ToolSpecPool: TensorRT-LLM's resource manager for ToolSpec, and the adapter's specplug host.
 
 TensorRT-LLM hands a user-provided resource manager (`UserProvidedDecodingConfig.resource_manager`) the request
 life cycle: `update_resources(scheduled_batch)` after each step and `free_resources(request)` when a request ends
 (the `BaseResourceManager` protocol of `tensorrt_llm/_torch/pyexecutor/resource_manager.py`). That is where a
-finished answer must go into ToolSpec's retrieval memory, so the pool, not the drafter, owns the engine-neutral
-`core.toolspec.drafter.ToolSpecDrafter` (the NGramPoolManager / NGramDrafter split of TensorRT-LLM's own n-gram
-method). The `Drafter` subclass (`drafter.py`) only walks the batch and asks `draft_for` per request.
+request's end must be announced, so the pool, not the drafter, holds the process's `core.host.MethodSession` (the
+NGramPoolManager / NGramDrafter split of TensorRT-LLM's own n-gram method). The `Drafter` subclass (`drafter.py`)
+only walks the batch and hands its requests to `draft_batch`.
+
+The pool reaches ToolSpec only through the session, i.e. through the plugin hooks (`core.toolspec.plugin`):
+- the session builds the memory and the proposer (`specplug_make_memory` / `specplug_make_proposer`), with the
+  worker's tokenizer and draft length as `session.facts`;
+- a request's first draft announces its start (`session.request_started`: prompt, tools, tenant);
+- each step drafts the whole batch in one `session.propose(contexts, request_ids=, budgets=)`;
+- the engine's acceptance feedback for the previous step's drafts is announced as a step (`session.step`);
+- a request's end is announced (`session.request_finished` with its answer: the method's hook adds it to the
+  tenant's memory); one that must not be remembered (cancelled, or its drafting failed) is first dropped from the
+  proposer without remembering (`session.proposer.finish_request(remember=False)`), since the finish hook does not
+  yet tell apart how a request ended;
+- `shutdown()` closes the session (`session.close()`: the method's hook writes `save_path`).
 
 Requests are keyed by TensorRT-LLM's request id, never by batch row: rows move between steps.
 
 Fallbacks (serving never fails because of a draft): an exception while drafting one request is logged once for
-that request, which then gets no drafts until it ends (and its answer is not remembered); if the core drafter
-cannot be built in the worker at all, ToolSpec is disabled with one error log and the engine decodes without
-drafts. Drafts never change outputs: TensorRT-LLM verifies them by token match (no draft logits are given).
+that request, which then gets no drafts until it ends (and its answer is not remembered) — a batch whose
+`session.propose` raises is drafted again row by row to find the request at fault; if the session cannot be
+opened in the worker at all, ToolSpec is disabled with one error log and the engine decodes without drafts.
+Drafts never change outputs: TensorRT-LLM verifies them by token match (no draft logits are given).
 
 Pickling: the LLM API ships the speculative config to its executor worker(s), so a pool pickles as its settings
-only; the tokenizer and the core drafter are built lazily on first use, inside the worker. A pickled copy starts
+only; the tokenizer and the session are built lazily on first use, inside the worker. A pickled copy starts
 from `memory_path` again, whatever the original had learned.
 """
 
@@ -28,12 +41,14 @@ import pickle
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from itertools import chain
 from typing import Any
 
 from specplug.core.errors import ConfigError
 from specplug.core.persist import DataFileError
 from specplug.core.toolspec.config import METHOD, ToolSpecConfig
+from specplug.core.types import RequestContext
 from specplug.plugins.trtllm_toolspec.engine import engine_import
 
 logger = logging.getLogger("specplug.trtllm_toolspec")
@@ -128,12 +143,12 @@ class ToolSpecPool:
     def _start_runtime(self) -> None:
         """Per-process state, never pickled."""
         self._lock = threading.Lock()
-        self._core: Any = None
+        self._session: Any = None
         self._broken: BaseException | None = None
+        self._started: set[str] = set()  # announced as started, not yet as finished
         self._failed: set[str] = set()
         self._last_draft: dict[str, int] = {}
         self._traceback_logged = False
-        self._saved = False
         self.steps = 0  # request-steps drafted for
         self.proposed = 0  # draft tokens handed to the engine
         self.accepted = 0  # of those, accepted by the engine (py_num_accepted_draft_tokens)
@@ -151,22 +166,27 @@ class ToolSpecPool:
     def __reduce__(self) -> tuple[Any, ...]:
         return (_restore_pool, (self._engine_bound, self.init_kwargs()))
 
-    # -- the core drafter, built lazily in the process that drafts --------------------------------------------
+    # -- the session, opened lazily in the process that drafts -------------------------------------------------
+    @property
+    def session(self) -> Any:
+        """This process's `MethodSession` for ToolSpec (opened on first use: tokenizer, memory file)."""
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    self._session = self._open()
+        return self._session
+
     @property
     def core(self) -> Any:
-        """The engine-neutral ToolSpecDrafter (built on first use: tokenizer, memory file)."""
-        if self._core is None:
-            with self._lock:
-                if self._core is None:
-                    self._core = self._build()
-        return self._core
+        """The session's proposer: the engine-neutral ToolSpecDrafter the plugin hooks built."""
+        return self.session.proposer
 
     @property
     def built(self) -> bool:
-        return self._core is not None
+        return self._session is not None
 
-    def _build(self) -> Any:
-        from specplug.core.toolspec.drafter import ToolSpecDrafter
+    def _open(self) -> Any:
+        from specplug.core.host import MethodSession
 
         try:
             from transformers import AutoTokenizer
@@ -176,61 +196,111 @@ class ToolSpecPool:
             raise ConfigError(
                 "tokenizer", self.tokenizer_path, f"a tokenizer transformers can load ({exc})", method=METHOD
             ) from exc
+        facts = {"tokenizer": tokenizer, "num_speculative_tokens": self.config.num_speculative_tokens}
         try:
-            core = ToolSpecDrafter(self.config, tokenizer)
+            session = MethodSession(METHOD, asdict(self.config), engine="trtllm", facts=facts)
         except DataFileError as exc:
             raise ConfigError(
                 "memory_path", self.config.memory_path, f"a readable ToolSpec memory file ({exc.reason})", method=METHOD
             ) from exc
+        if session.proposer is None:
+            raise ConfigError("method", METHOD, "a method with a proposer of its own", method=METHOD)
         if self.config.save_path:  # in case the engine never calls shutdown() (a pool that is gone saves nothing)
             atexit.register(_shutdown_if_alive, weakref.ref(self))
-        return core
+        return session
 
     def check(self) -> None:
-        """Load the tokenizer and memory and compile the configured tools now, so that errors come at startup."""
+        """Open the session and compile the configured tools now, so that errors come at startup (the check is
+        not a request: the proposer is asked directly, and nothing is announced)."""
         core = self.core
         core.start_request(CHECK_REQUEST, [], tools=self.tools, tenant=self.tenant)
         core.finish_request(CHECK_REQUEST, remember=False)
 
     # -- drafting (called by the Drafter subclass) --------------------------------------------------------------
-    def draft_for(self, request: Any, max_draft_len: int) -> list[int]:
-        """Draft tokens for one generation request, within TensorRT-LLM's budget; [] on any failure."""
-        if self._broken is not None:
-            return []
-        rid = request_id(request)
-        if rid in self._failed:
-            return []
+    def draft_batch(self, requests: Sequence[Any], max_draft_len: int) -> list[list[int]]:
+        """Draft tokens for generation requests, within TensorRT-LLM's budget; [] for a request on any failure."""
+        drafts: list[list[int]] = [[] for _ in requests]
+        if self._broken is not None or not requests:
+            return drafts
         try:
-            core = self.core
+            session = self.session
         except Exception as exc:
             self._broken = exc
             logger.error("ToolSpec is disabled (no drafts; decoding continues without them): %s", exc, exc_info=exc)
-            return []
-        try:
-            self._account(rid, request)
-            tokens = [int(t) for t in request.get_tokens(0)]
-            prompt_len = int(request.py_orig_prompt_len)
-            if not core.has_request(rid):
-                core.start_request(
-                    rid, tokens[:prompt_len], tools=self._tools_of(request), tenant=self._tenant_of(request)
-                )
-            room = prompt_len + int(request.py_max_new_tokens) - len(tokens) - 1
-            budget = max(0, min(int(max_draft_len), room))
-            draft = [int(t) for t in core.draft(rid, tokens, budget)][:budget]
-        except Exception as exc:
-            self._fail(rid, exc)
-            return []
-        self.steps += 1
-        self.proposed += len(draft)
-        self._last_draft[rid] = len(draft)
-        return draft
+            return drafts
+        self._announce_feedback(requests)
+        rows: list[tuple[int, str, list[int], int]] = []  # (position, request id, tokens, budget)
+        for position, request in enumerate(requests):
+            rid = request_id(request)
+            if rid in self._failed:
+                continue
+            try:
+                tokens = [int(t) for t in request.get_tokens(0)]
+                prompt_len = int(request.py_orig_prompt_len)
+                if rid not in self._started:
+                    self._started.add(rid)
+                    session.request_started(
+                        RequestContext(
+                            request_id=rid,
+                            prompt_token_ids=tokens[:prompt_len],
+                            tenant=self._tenant_of(request),
+                            sampling={"max_tokens": int(request.py_max_new_tokens)},
+                            tools=self._tools_of(request),
+                        )
+                    )
+                room = prompt_len + int(request.py_max_new_tokens) - len(tokens) - 1
+            except Exception as exc:
+                self._fail(rid, exc)
+                continue
+            rows.append((position, rid, tokens, max(0, min(int(max_draft_len), room))))
+        for (position, rid, _, budget), draft in zip(rows, self._propose(session, rows), strict=True):
+            if draft is None:
+                continue
+            drafts[position] = draft[:budget]
+            self.steps += 1
+            self.proposed += len(drafts[position])
+            self._last_draft[rid] = len(drafts[position])
+        return drafts
 
-    def _account(self, rid: str, request: Any) -> None:
-        """Count how many of the previous step's drafts the engine accepted (TorchSampler's feedback)."""
-        last = self._last_draft.pop(rid, 0)
-        if last:
-            accepted = int(getattr(request, "py_num_accepted_draft_tokens", 0) or 0)
-            self.accepted += max(0, min(accepted, last))
+    def _propose(self, session: Any, rows: Sequence[tuple[int, str, list[int], int]]) -> list[list[int] | None]:
+        """One `session.propose` for the batch; if it raises, row by row, so only the failing request loses its
+        drafts (None: that row failed)."""
+        if not rows:
+            return []
+        contexts, ids, budgets = ([row[i] for row in rows] for i in (2, 1, 3))
+        try:
+            return _chains(session.propose(contexts, request_ids=ids, budgets=budgets))
+        except Exception as exc:
+            if len(rows) == 1:
+                self._fail(rows[0][1], exc)
+                return [None]
+        return [self._propose(session, [row])[0] for row in rows]
+
+    def _announce_feedback(self, requests: Sequence[Any]) -> None:
+        """Announce, as one step, how many of the previous step's drafts the engine accepted (TorchSampler's
+        `py_num_accepted_draft_tokens`, known when the request comes back)."""
+        ids, proposed, accepted = [], [], []
+        for request in requests:
+            rid = request_id(request)
+            last = self._last_draft.pop(rid, 0)
+            if last:
+                ids.append(rid)
+                proposed.append(last)
+                accepted.append(max(0, min(int(getattr(request, "py_num_accepted_draft_tokens", 0) or 0), last)))
+        if ids:
+            self._step(ids, proposed, accepted)
+
+    def _step(self, ids: list[str], proposed: list[int], accepted: list[int]) -> None:
+        import torch
+
+        from specplug.core.types import StepOutcome
+
+        self.accepted += sum(accepted)
+        outcome = StepOutcome(request_ids=ids, num_proposed=torch.tensor(proposed), num_accepted=torch.tensor(accepted))
+        try:
+            self.session.step(outcome)
+        except Exception as exc:  # an observer's bug must not stop decoding
+            logger.warning("ToolSpec: a step observer failed (decoding continues): %s", exc, exc_info=exc)
 
     def _tools_of(self, request: Any) -> Tools | None:
         if self.tools_for is not None:
@@ -260,28 +330,35 @@ class ToolSpecPool:
 
     # -- request ends ---------------------------------------------------------------------------------------
     def finish(self, request: Any, *, remember: bool) -> None:
-        """End a request in the core; a normally finished answer joins its tenant's memory."""
+        """Announce a request's end; a normally finished answer joins its tenant's memory (the finish hook)."""
         rid = request_id(request)
         failed = rid in self._failed
         self._failed.discard(rid)
-        core = self._core
-        if core is None or not core.has_request(rid):
+        if rid not in self._started:
             self._last_draft.pop(rid, None)
             return
+        self._started.discard(rid)
         keep = remember and not failed
+        session = self._session
+        output: list[int] | None = None
         try:
-            final = None
-            if keep:
-                self._account(rid, request)
-                final = [int(t) for t in request.get_tokens(0)]  # the answer's last tokens came after the last draft
-            core.finish_request(rid, remember=keep, token_ids=final)
+            last = self._last_draft.pop(rid, 0)
+            if keep and last:  # the final step's feedback
+                accepted = int(getattr(request, "py_num_accepted_draft_tokens", 0) or 0)
+                self._step([rid], [last], [max(0, min(accepted, last))])
+            tokens = [int(t) for t in request.get_tokens(0)]  # the answer's last tokens came after the last draft
+            output = tokens[int(request.py_orig_prompt_len) :]
+            if not keep and session.proposer.has_request(rid):
+                session.proposer.finish_request(rid, remember=False)
+            reason = "stop" if remember else "abort"
+            session.request_finished(rid, len(output), reason, output_token_ids=output)
         except Exception as exc:
             logger.warning("ToolSpec: could not finish request %s (its answer is not remembered): %s", rid, exc)
             try:
-                core.finish_request(rid, remember=False)
+                if session.proposer.has_request(rid):
+                    session.proposer.finish_request(rid, remember=False)
             except Exception:
                 logger.debug("ToolSpec: request %s could not be dropped either", rid, exc_info=True)
-        self._last_draft.pop(rid, None)
 
     # -- BaseResourceManager protocol -------------------------------------------------------------------------
     def get_max_resource_count(self) -> int:
@@ -311,15 +388,14 @@ class ToolSpecPool:
         self.finish(request, remember=is_complete(request))
 
     def shutdown(self) -> None:
-        """Save the memory to `save_path` (once) and log the acceptance counts."""
-        if self._core is None or self._saved:
+        """Close the session (once): its close hook saves the memory to `save_path`; log the acceptance counts."""
+        session = self._session
+        if session is None or session.closed:
             return
-        self._saved = True
-        if self.config.save_path:
-            try:
-                self.save()
-            except Exception as exc:
-                logger.error("ToolSpec: could not save the memory to %s: %s", self.config.save_path, exc)
+        try:
+            session.close()
+        except Exception as exc:  # at shutdown: say so, never raise into the engine
+            logger.error("ToolSpec: closing the session failed (the memory may not be saved): %s", exc)
         logger.info("ToolSpec stats: %s", self.stats())
 
     # -- extras --------------------------------------------------------------------------------------------
@@ -331,7 +407,7 @@ class ToolSpecPool:
 
     def stats(self) -> dict[str, Any]:
         """Draft counts in this process: what was proposed, accepted (engine feedback), and by which source."""
-        core = self._core
+        core = self._session.proposer if self._session is not None else None
         return {
             "steps": self.steps,
             "proposed": self.proposed,
@@ -361,6 +437,12 @@ def pool_class() -> type[ToolSpecPool]:
 def make_pool(tokenizer: str | os.PathLike[str], config: ToolSpecConfig | Mapping[str, Any] | None = None, **kw: Any):
     """A pool TensorRT-LLM accepts as `resource_manager` (imports TensorRT-LLM)."""
     return pool_class()(tokenizer, config, **kw)
+
+
+def _chains(batch: Any) -> list[list[int]]:
+    """A DraftBatch's rows as token lists."""
+    counts = batch.num_tokens.tolist()
+    return [row[:count] for row, count in zip(batch.tokens.tolist(), counts, strict=True)]
 
 
 def _shutdown_if_alive(ref: weakref.ref[ToolSpecPool]) -> None:

@@ -17,7 +17,7 @@ import torch
 from vllm.v1.sample.logits_processor import LogitsProcessor
 
 from specplug.core.errors import SpecplugError
-from specplug.core.host import refusals
+from specplug.core.host import refusal_message
 
 
 class RefusingAdmission(LogitsProcessor):
@@ -26,18 +26,12 @@ class RefusingAdmission(LogitsProcessor):
     method_name = ""
 
     @classmethod
-    def reasons(cls, sampling_params: Any) -> list[str]:
+    def validate_params(cls, sampling_params: Any) -> None:
         from specplug.plugins.vllm_smc.host import request_context
 
-        return refusals(cls.method_name, request_context("validation", (), sampling_params))
-
-    @classmethod
-    def validate_params(cls, sampling_params: Any) -> None:
-        reasons = cls.reasons(sampling_params)
-        if reasons:
-            raise ValueError(
-                f"{cls.method_name}: this request cannot be served with {cls.method_name}: " + "; ".join(reasons)
-            )
+        message = refusal_message(cls.method_name, request_context("validation", (), sampling_params))
+        if message:
+            raise ValueError(message)
 
     def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None:
         del vllm_config, device, is_pin_memory

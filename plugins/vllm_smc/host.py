@@ -37,14 +37,43 @@ SAMPLING_FIELDS = (
 
 
 def engine_facts(vllm_config: Any) -> dict[str, Any]:
-    model = vllm_config.model_config
+    model = getattr(vllm_config, "model_config", None)
     spec = getattr(vllm_config, "speculative_config", None)
     return {
-        "tokenizer": model.tokenizer,
-        "max_model_len": model.max_model_len,
+        "tokenizer": getattr(model, "tokenizer", None),
+        "max_model_len": getattr(model, "max_model_len", None),
         "num_speculative_tokens": getattr(spec, "num_speculative_tokens", None),
         "speculative_method": getattr(spec, "method", None),
     }
+
+
+def open_session(vllm_config: Any, default_method: str | None = None) -> MethodSession | None:
+    """The session of the method a vLLM configuration selects (`default_method` when it names none), with every
+    check that needs only the configuration: a bad setting fails here, at startup, naming the setting."""
+    method = selected_method(vllm_config)
+    if method is not None:
+        given = _user_settings(vllm_config, method)
+    elif default_method is not None:
+        method, given = default_method, {}
+    else:
+        return None
+    session = MethodSession(method, given, engine="vllm", facts=engine_facts(vllm_config))
+    if session.verifier is not None:
+        spec = getattr(vllm_config, "speculative_config", None)
+        if spec is None or getattr(spec, "num_speculative_tokens", None) is None:
+            raise ConfigError(
+                "speculative_config", None, f"a speculative method that drafts ({method} verifies its drafts), e.g. "
+                '--speculative-config \'{"method": "ngram", "num_speculative_tokens": 6}\'', method=method,
+            )  # fmt: skip
+        rule = getattr(spec, "rejection_sample_method", "standard")
+        if rule != "standard":
+            raise ConfigError(
+                "speculative_config.rejection_sample_method",
+                rule,
+                f'"standard" ({method} replaces the acceptance rule; it cannot be combined with another one)',
+                method=method,
+            )
+    return session
 
 
 def attach(runner: Any) -> MethodSession | None:
@@ -52,27 +81,23 @@ def attach(runner: Any) -> MethodSession | None:
     from specplug.plugins.vllm_smc.proposer_slot import SpecplugProposer
 
     drafter = getattr(runner, "drafter", None)
-    method = selected_method(runner.vllm_config)
-    if method is not None:
-        given = _user_settings(runner.vllm_config, method)
-    elif isinstance(drafter, SpecplugProposer):  # the slot alone: its default method (specplug.ToolSpec)
-        method, given = drafter.default_method, {}
-        if method is None:
-            raise ConfigError(
-                "additional_config.specplug.method", None, "the specplug method whose proposer fills specplug.Proposer"
-            )
-    else:
+    default = drafter.default_method if isinstance(drafter, SpecplugProposer) else None
+    if default is None and isinstance(drafter, SpecplugProposer) and selected_method(runner.vllm_config) is None:
+        raise ConfigError(
+            "additional_config.specplug.method", None, "the specplug method whose proposer fills specplug.Proposer"
+        )
+    session = open_session(runner.vllm_config, default)
+    if session is None:
         return None
-    session = MethodSession(method, given, engine="vllm", facts=engine_facts(runner.vllm_config))
     runner.specplug_session = session
-    machinery = ENGINE_MACHINERY.get(method)
+    machinery = ENGINE_MACHINERY.get(session.method)
     if machinery is not None:
         module, function = machinery.split(":")
         getattr(__import__(module, fromlist=[function]), function)(runner, session)
     _fill_drafter_slot(runner, session)
     _fill_verifier_slot(runner, session)
     atexit.register(session.close)  # orderly exits of this process; servers also close through `specplug_rpc`
-    log.info("specplug: method %s attached to the vLLM model runner", method)
+    log.info("specplug: method %s attached to the vLLM model runner", session.method)
     return session
 
 
@@ -105,23 +130,16 @@ def _fill_drafter_slot(runner: Any, session: MethodSession) -> None:
 def _fill_verifier_slot(runner: Any, session: MethodSession) -> None:
     if session.verifier is None:
         return
-    spec = runner.speculative_config
-    if getattr(runner, "rejection_sampler", None) is None or spec is None:
+    if getattr(runner, "rejection_sampler", None) is None:
         raise ConfigError(
             "speculative_config", None, f"a speculative method ({session.method} verifies its drafts)",
             method=session.method,
         )  # fmt: skip
-    rule = getattr(spec, "rejection_sample_method", "standard")
-    if rule != "standard":
-        raise ConfigError(
-            "speculative_config.rejection_sample_method",
-            rule,
-            f'"standard" ({session.method} replaces the acceptance rule; it cannot be combined with another one)',
-            method=session.method,
-        )
     from specplug.plugins.vllm_smc.verifier_slot import SpecplugRejectionSampler
 
-    runner.rejection_sampler = SpecplugRejectionSampler(runner.sampler, spec, runner.device, session=session)
+    runner.rejection_sampler = SpecplugRejectionSampler(
+        runner.sampler, runner.speculative_config, runner.device, session=session
+    )
 
 
 def sampling_settings(params: Any) -> dict[str, Any]:

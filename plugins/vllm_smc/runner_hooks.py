@@ -144,7 +144,7 @@ def refuse_unsupported(vllm_config: Any, params: Any) -> None:
     from vllm.exceptions import VLLMValidationError
     from vllm.sampling_params import SamplingParams
 
-    from specplug.core.host import refusals
+    from specplug.core.host import refusal_message
     from specplug.plugins.vllm_smc.host import request_context
     from specplug.plugins.vllm_smc.settings import selected_method
 
@@ -153,6 +153,6 @@ def refuse_unsupported(vllm_config: Any, params: Any) -> None:
     method = selected_method(vllm_config)
     if method is None:
         return
-    reasons = refusals(method, request_context("validation", (), params))
-    if reasons:
-        raise VLLMValidationError(f"{method}: this request cannot be served with {method}: " + "; ".join(reasons))
+    message = refusal_message(method, request_context("validation", (), params))
+    if message:
+        raise VLLMValidationError(message)

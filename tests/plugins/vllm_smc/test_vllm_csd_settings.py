@@ -28,8 +28,14 @@ def vllm_config():
     ).create_engine_config()
 
 
+def csd_config_from_vllm(vllm_config):
+    """The validated CSD settings the vLLM host's session verifies with."""
+    from specplug.plugins.vllm_smc.host import open_session
+
+    return open_session(vllm_config).verifier.config
+
+
 def test_settings_come_from_vllm_flags(vllm_config) -> None:
-    from specplug.plugins.vllm_smc.csd_settings import csd_config_from_vllm
     from specplug.plugins.vllm_smc.settings import selected_method
 
     config = csd_config_from_vllm(vllm_config)
@@ -49,8 +55,6 @@ def test_settings_come_from_vllm_flags(vllm_config) -> None:
     ],
 )
 def test_bad_settings_are_refused_at_startup(vllm_config, change, setting: str) -> None:
-    from specplug.plugins.vllm_smc.csd_settings import csd_config_from_vllm
-
     broken = SimpleNamespace(**{k: copy.deepcopy(getattr(vllm_config, k)) for k in ("additional_config",)})
     broken.speculative_config = copy.deepcopy(vllm_config.speculative_config)
     change(broken)
@@ -59,8 +63,6 @@ def test_bad_settings_are_refused_at_startup(vllm_config, change, setting: str) 
 
 
 def test_lambda_infinity_passes_as_a_string() -> None:
-    from specplug.plugins.vllm_smc.csd_settings import csd_config_from_vllm
-
     given = SimpleNamespace(
         additional_config={"specplug": {"method": "csd", "lam": "inf"}},
         speculative_config=SimpleNamespace(num_speculative_tokens=4, rejection_sample_method="standard"),
@@ -71,7 +73,7 @@ def test_lambda_infinity_passes_as_a_string() -> None:
 def test_sampled_and_logprobs_requests_are_refused_with_reasons() -> None:
     from vllm import SamplingParams
 
-    from specplug.plugins.vllm_smc.csd_admission import CSDAdmission
+    from specplug.plugins.vllm_smc.admission import CSDAdmission
 
     CSDAdmission.validate_params(SamplingParams(temperature=0.0, max_tokens=8))
     with pytest.raises(ValueError, match="CSD verifies greedy decoding"):

@@ -47,8 +47,9 @@ def test_unsupported_requests_get_a_validation_error(vllm_api, settings, reason)
 
 def test_every_reason_is_reported_at_once(vllm_api):
     sampling, _, admission = vllm_api
-    from specplug.plugins.vllm_smc.admission import unsupported_features
+    from specplug.core.smc.plugin import unsupported_features
+    from specplug.plugins.vllm_smc.host import sampling_settings
 
-    reasons = unsupported_features(sampling(temperature=1.0, top_p=0.5, logprobs=1, stop=["x"]))
+    reasons = unsupported_features(sampling_settings(sampling(temperature=1.0, top_p=0.5, logprobs=1, stop=["x"])))
     assert len(reasons) == 3
     assert admission.validate_params(sampling(temperature=1.0)) is None

@@ -52,9 +52,10 @@ class StandInRunner:
 
 
 def _smc(runner: StandInRunner):
+    from specplug.core.host import MethodSession
     from specplug.plugins.vllm_smc.smc_runner import SMCRunner
 
-    smc = SMCRunner(runner, CONFIG)
+    smc = SMCRunner(runner, CONFIG, MethodSession("smc", engine="vllm"))
     smc.original_sample = lambda *a: pytest.fail("the plain sampler must not run for particle rows")
     return smc
 

@@ -29,7 +29,7 @@ def vllm_config():
 
 
 def test_settings_come_from_vllm_flags(vllm_config):
-    from specplug.plugins.vllm_smc.settings import smc_config_from_vllm
+    from specplug.plugins.vllm_smc.smc_settings import smc_config_from_vllm
 
     config = smc_config_from_vllm(vllm_config)
     assert (config.num_particles, config.gamma, config.draft_temperature) == (6, 3, 0.9)
@@ -37,7 +37,7 @@ def test_settings_come_from_vllm_flags(vllm_config):
 
 
 def _broken(vllm_config, change):
-    from specplug.plugins.vllm_smc.settings import smc_config_from_vllm
+    from specplug.plugins.vllm_smc.smc_settings import smc_config_from_vllm
 
     cfg = copy.deepcopy(vllm_config)
     change(cfg)
@@ -68,7 +68,7 @@ def test_bad_settings_are_refused_at_startup(vllm_config, change, setting):
 
 
 def test_adapter_settings_are_kept_apart_from_the_algorithm(vllm_config):
-    from specplug.plugins.vllm_smc.settings import smc_config_from_vllm, smc_plugin_settings
+    from specplug.plugins.vllm_smc.smc_settings import smc_config_from_vllm, smc_plugin_settings
 
     cfg = copy.deepcopy(vllm_config)
     cfg.additional_config["specplug"].update(trace_path="/tmp/trace.jsonl", log_interval_s=2.0)
@@ -77,7 +77,7 @@ def test_adapter_settings_are_kept_apart_from_the_algorithm(vllm_config):
 
 
 def test_smc_needs_its_scheduler(vllm_config):
-    from specplug.plugins.vllm_smc.settings import SCHEDULER_CLS, check_scheduler
+    from specplug.plugins.vllm_smc.smc_settings import SCHEDULER_CLS, check_scheduler
 
     cfg = copy.deepcopy(vllm_config)
     with pytest.raises(ConfigError) as info:
