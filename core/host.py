@@ -17,7 +17,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from specplug.core.errors import UnknownMethodError
+from specplug.core.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -63,7 +63,8 @@ class MethodSession:
         self.proposer = hook.specplug_make_proposer(method=method, config=self.config, session=self)
         self.verifier = hook.specplug_make_verifier(method=method, config=self.config, session=self)
         if self.memory is None and self.proposer is None and self.verifier is None and not self._declared():
-            raise UnknownMethodError("method", method, sorted({m.name for m in pm.methods()}))
+            known = ", ".join(sorted({m.name for m in pm.methods() if m.role in ("method", "proposer", "verifier")}))
+            raise ConfigError("method", method, f"a method an installed plugin provides: {known}")
 
     def _declared(self) -> bool:
         """A method may rely on engine machinery only (SMC-SD on vLLM): it is known if a plugin lists it."""
