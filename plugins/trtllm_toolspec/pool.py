@@ -48,7 +48,7 @@ from typing import Any
 from specplug.core.errors import ConfigError
 from specplug.core.persist import DataFileError
 from specplug.core.toolspec.config import METHOD, ToolSpecConfig
-from specplug.core.types import RequestContext
+from specplug.core.types import RequestContext, StepOutcome
 from specplug.plugins.trtllm_toolspec.engine import engine_import
 
 logger = logging.getLogger("specplug.trtllm_toolspec")
@@ -238,16 +238,15 @@ class ToolSpecPool:
                 tokens = [int(t) for t in request.get_tokens(0)]
                 prompt_len = int(request.py_orig_prompt_len)
                 if rid not in self._started:
-                    self._started.add(rid)
-                    session.request_started(
-                        RequestContext(
-                            request_id=rid,
-                            prompt_token_ids=tokens[:prompt_len],
-                            tenant=self._tenant_of(request),
-                            sampling={"max_tokens": int(request.py_max_new_tokens)},
-                            tools=self._tools_of(request),
-                        )
+                    context = RequestContext(
+                        request_id=rid,
+                        prompt_token_ids=tokens[:prompt_len],
+                        tenant=self._tenant_of(request),
+                        sampling={"max_tokens": int(request.py_max_new_tokens)},
+                        tools=self._tools_of(request),
                     )
+                    self._started.add(rid)  # announced (even should a start hook refuse it): its end will be too
+                    session.request_started(context)
                 room = prompt_len + int(request.py_max_new_tokens) - len(tokens) - 1
             except Exception as exc:
                 self._fail(rid, exc)
@@ -264,7 +263,8 @@ class ToolSpecPool:
 
     def _propose(self, session: Any, rows: Sequence[tuple[int, str, list[int], int]]) -> list[list[int] | None]:
         """One `session.propose` for the batch; if it raises, row by row, so only the failing request loses its
-        drafts (None: that row failed)."""
+        drafts (None: that row failed). The rows drafted before the failure are drafted again (the proposer's
+        per-source counters then count that step twice for them)."""
         if not rows:
             return []
         contexts, ids, budgets = ([row[i] for row in rows] for i in (2, 1, 3))
@@ -292,8 +292,6 @@ class ToolSpecPool:
 
     def _step(self, ids: list[str], proposed: list[int], accepted: list[int]) -> None:
         import torch
-
-        from specplug.core.types import StepOutcome
 
         self.accepted += sum(accepted)
         outcome = StepOutcome(request_ids=ids, num_proposed=torch.tensor(proposed), num_accepted=torch.tensor(accepted))
