@@ -107,3 +107,22 @@ def resolve(cli: dict[str, Any], config_path: str | None) -> dict[str, Any]:
 def split_list(text: str) -> list[str]:
     """Comma-separated entries, blanks dropped, order kept, duplicates removed."""
     return list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+
+
+def integers(key: str, text: str, low: int = 1, count: int | None = None) -> list[int]:
+    """Comma-separated whole numbers ≥ `low` (exactly `count` of them when given), in the order given."""
+    try:
+        values = [int(part) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < low or (count is not None and len(values) != count):
+        how_many = f"{count} " if count is not None else ""
+        raise ConfigError(key, text, f"{how_many}comma-separated integers >= {low}")
+    return values
+
+
+def at_least(low: int, **values: int) -> None:
+    """Refuse, by name, the first of `values` that is not an integer ≥ `low`."""
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(key, value, f"an integer >= {low}")

@@ -1,10 +1,32 @@
-"""Per-request records from any engine, and the metrics computed from them the same way for every arm."""
+"""What an engine is asked to run, the per-request records it returns, and the metrics computed from them the same
+way for every arm."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from specplug.bench.arms import Arm
+    from specplug.bench.workload import Workload
+
+
+@dataclass(frozen=True)
+class ArmJob:
+    """What an engine (`vllm_engine`, `reference_engine`: `run_arm(job) -> list[ArmRun]`) is asked to run: one arm
+    on the workload's prompts, once per concurrency level, after its warm-up prompts."""
+
+    arm: Arm
+    model_path: Path
+    workload: Workload
+    concurrencies: list[int]
+    max_tokens: int
+    timeout_s: float = 3600.0  # the arm fails past it (engines in their own process)
+    save_memory: Path | None = None  # where a CSD or ToolSpec arm's memory is written at the end
 
 
 @dataclass
@@ -109,3 +131,26 @@ def divergence_gaps(
             top = model(input_ids=torch.tensor([prompt + want[:at]])).logits[0, -1].float().topk(2).values
         gaps[index] = float(top[0] - top[1])
     return gaps
+
+
+def nll_per_token(model, prompts: list[list[int]], outputs: list[list[int]], temperature: float) -> float:
+    """Mean −log p_T(token) of generated tokens under the target at `temperature`, one fresh forward per sequence
+    (the quality figure of sampled arms: a sampler that follows the target scores close to plain sampling)."""
+    import torch
+
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for prompt, out in zip(prompts, outputs, strict=True):
+            if not out:
+                continue
+            ids = torch.tensor([list(prompt) + list(out)])
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, len(prompt) - 1 : -1].double() / temperature, -1)
+            total -= float(logp.gather(-1, torch.tensor(out).unsqueeze(-1)).sum())
+            count += len(out)
+    return total / count if count else float("nan")
+
+
+def distinct_bigrams(outputs: list[list[int]]) -> float:
+    """Mean share of distinct token bigrams per output: 1.0 for text that never repeats a pair, near 0 for a loop."""
+    shares = [len(set(itertools.pairwise(t))) / (len(t) - 1) for t in outputs if len(t) > 1]
+    return sum(shares) / len(shares) if shares else float("nan")
