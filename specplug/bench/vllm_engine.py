@@ -1,5 +1,8 @@
 """vLLM engine for `specplug bench`: one engine subprocess per arm, identical engine settings in every arm.
 
+`run_worker` is the bench's one vLLM subprocess runner (`run` and `smc-ab` arms alike): a job file in, a result
+file out, a progress bar, a timeout and the log's tail on failure.
+
 On vLLM every arm runs on the V1 model runner with synchronous scheduling — the runner the plugin arms
 (`custom_class`) are forced onto — so a comparison measures the method, not the runner.
 """
@@ -7,15 +10,16 @@ On vLLM every arm runs on the V1 model runner with synchronous scheduling — th
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from specplug.bench.arms import Arm, csd_settings, proposer_arm, toolspec_settings
-from specplug.bench.measure import ArmRun, RequestRecord
-from specplug.bench.workload import Workload
+from specplug.bench.measure import ArmJob, ArmRun, RequestRecord
 
 # VLLM_ALLOW_INSECURE_SERIALIZATION lets the worker ask every arm's engine for specplug's counters through
 # `collective_rpc` with a function (it only changes how control messages are serialized, the same in every arm).
@@ -77,74 +81,67 @@ def additional_config(arm: Arm) -> dict | None:
     return None
 
 
-def _run_worker(label: str, job: Path, result: Path, progress: Path, log: Path, total: int, timeout_s: float) -> int:
-    """Run one arm's engine process; show its finished requests (warm-up included) as a progress bar."""
+def run_worker(job: dict[str, Any], label: str, timeout_s: float, total: int | None = None) -> dict[str, Any]:
+    """Run one vLLM engine process (`python -m specplug.bench.vllm_worker`) on `job` and return its result.
+
+    The job names the model, the engine arguments, the environment (`env`) and the worker's loop (`loop`, see
+    vllm_worker.LOOPS). Finished requests are shown as a progress bar out of `total` (warm-up included); past
+    `timeout_s` the process is killed. A failed worker raises with the tail of its log.
+    """
     from tqdm import tqdm
 
-    with log.open("w") as out, tqdm(total=total, desc=f"  {label}", unit="req", file=sys.stderr, leave=False) as bar:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "specplug.bench.vllm_worker", str(job), str(result)], stdout=out, stderr=out
-        )
-        began = time.monotonic()
-        while proc.poll() is None:
-            if time.monotonic() - began > timeout_s:
-                proc.kill()
-                proc.wait()
-                raise TimeoutError(f"arm {label} ran past --arm-timeout ({timeout_s:.0f} s)")
-            done = progress.stat().st_size if progress.exists() else 0  # one byte per finished request
-            bar.update(min(done, total) - bar.n)
-            time.sleep(0.5)
-    return proc.returncode
+    with tempfile.TemporaryDirectory(prefix="specplug-vllm-") as tmp:
+        job_path, result, progress, log = (Path(tmp) / n for n in ("job.json", "result.json", "progress", "worker.log"))
+        job_path.write_text(json.dumps({**job, "progress": str(progress)}))
+        command = [sys.executable, "-m", "specplug.bench.vllm_worker", str(job_path), str(result)]
+        bar = tqdm(total=total, desc=f"  {label}", unit="req", file=sys.stderr, leave=False, disable=total is None)
+        with log.open("w") as out, bar:
+            proc = subprocess.Popen(command, stdout=out, stderr=out, env={**os.environ, **job["env"]})
+            began = time.monotonic()
+            while proc.poll() is None:
+                if time.monotonic() - began > timeout_s:
+                    proc.kill()
+                    proc.wait()
+                    raise TimeoutError(f"{label} ran past its timeout ({timeout_s:.0f} s)")
+                done = progress.stat().st_size if progress.exists() else 0  # one byte per finished request
+                bar.update(min(done, total or done) - bar.n)
+                time.sleep(0.5)
+        if proc.returncode != 0 or not result.exists():
+            tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-15:])
+            raise RuntimeError(f"vLLM worker for {label} exited with {proc.returncode}:\n{tail}")
+        return json.loads(result.read_text())
 
 
-def run_arm(
-    arm: Arm,
-    model_path: Path,
-    workload: Workload,
-    concurrencies: list[int],
-    max_tokens: int,
-    timeout_s: float,
-    save_memory: Path | None = None,
-) -> list[ArmRun]:
-    """Run one arm in its own engine process. `save_memory`: where a CSD or ToolSpec arm's memory is written at
-    the end."""
+def run_arm(job: ArmJob) -> list[ArmRun]:
+    """Run one arm in its own engine process."""
+    arm, workload = job.arm, job.workload
     longest = max(len(p) for p in workload.prompts + workload.warmup)
-    args = engine_args(max(concurrencies), max_model_len=longest + max_tokens + 16)
+    args = engine_args(max(job.concurrencies), max_model_len=longest + job.max_tokens + 16)
     spec = speculative_config(arm)
     if spec is not None:
         args["speculative_config"] = spec
     if (extra := additional_config(arm)) is not None:
         args["additional_config"] = extra
-    with tempfile.TemporaryDirectory(prefix="specplug-bench-") as tmp:
-        job, result = Path(tmp) / "job.json", Path(tmp) / "result.json"
-        progress, log = Path(tmp) / "progress", Path(tmp) / "worker.log"
-        job.write_text(
-            json.dumps(
-                {
-                    "arm": arm.label,
-                    "model": str(model_path),
-                    "engine_args": args,
-                    "env": ENGINE_ENV,
-                    "prompts": workload.prompts,
-                    "warmup": workload.warmup,
-                    "tools": workload.tools,
-                    "warmup_tools": workload.warmup_tools,
-                    "max_tokens": max_tokens,
-                    "concurrencies": concurrencies,
-                    "progress": str(progress),
-                    "save_memory": str(save_memory) if save_memory else None,
-                }
-            )
-        )
-        total = len(workload.warmup) + len(workload.prompts) * len(concurrencies)
-        returncode = _run_worker(arm.label, job, result, progress, log, total, timeout_s)
-        if returncode != 0 or not result.exists():
-            tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-15:])
-            raise RuntimeError(f"vLLM worker for arm {arm.label} exited with {returncode}:\n{tail}")
-        data = json.loads(result.read_text())
+    worker_job = {
+        "loop": "bench",
+        "label": arm.label,
+        "model": str(job.model_path),
+        "engine_args": args,
+        "env": ENGINE_ENV,
+        "prompts": workload.prompts,
+        "warmup": workload.warmup,
+        "tools": workload.tools,
+        "warmup_tools": workload.warmup_tools,
+        "max_tokens": job.max_tokens,
+        "concurrencies": job.concurrencies,
+        "save_memory": str(job.save_memory) if job.save_memory else None,
+    }
+    total = len(workload.warmup) + len(workload.prompts) * len(job.concurrencies)
+    data = run_worker(worker_job, f"arm {arm.label}", job.timeout_s, total)
     runs = []
     for r in data["runs"]:
         records = [RequestRecord(**req) for req in r["requests"]]
+        specplug = r["specplug"] or {}
         runs.append(
             ArmRun(
                 arm.label,
@@ -155,8 +152,8 @@ def run_arm(
                 r["num_draft_tokens"],
                 r["num_accepted_tokens"],
                 accepted_lengths(r["num_drafts"], r.get("accepted_per_pos", [])),
-                num_rescued=r.get("num_rescued"),
-                drafted_by_source=r.get("drafted_by_source"),
+                num_rescued=specplug.get("stats", {}).get("rescued") if arm.verifies else None,
+                drafted_by_source=specplug.get("drafted"),
             )
         )
     return runs

@@ -1,9 +1,10 @@
-"""One vLLM engine process for one arm of `specplug bench` (run as `python -m specplug.bench.vllm_worker`).
+"""One vLLM engine process for one arm (run as `python -m specplug.bench.vllm_worker JOB RESULT` by
+`vllm_engine.run_worker`, the bench's one vLLM subprocess runner).
 
 The parent starts one of these per arm, so each arm gets a fresh engine and the memory of the previous arm is
-returned to the OS before the next starts. Requests are fed through `LLMEngine.add_request` / `step()` with at
-most `concurrency` in flight, the same loop for every arm; timings are taken here, on the client side, the
-same way for every arm.
+returned to the OS before the next starts. The job names the loop: `bench` (`specplug bench run`: requests fed
+through `LLMEngine.add_request` / `step()` with at most `concurrency` in flight, the same loop for every arm,
+timings taken here on the client side) or `sampled` (`specplug bench smc-ab`: every prompt at once, sampled).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def _run(
     progress: Path | None = None,
     tools: list | None = None,
 ) -> tuple[list[dict], float]:
+    """Greedy requests with at most `concurrency` in flight; per-request times taken here, the same for every arm."""
     from vllm import SamplingParams
 
     def params(index: int) -> SamplingParams:
@@ -88,9 +90,7 @@ def _run(
                     state["ttft"] = now - state["t0"]
             if out.finished:
                 submitted.pop(out.request_id)
-                if progress is not None:  # the parent shows a progress bar from this file's size
-                    with progress.open("ab") as f:
-                        f.write(b".")
+                _finished(progress)
                 done.append(
                     {
                         "index": state["index"],
@@ -103,28 +103,114 @@ def _run(
     return sorted(done, key=lambda r: r["index"]), time.perf_counter() - start
 
 
+def _finished(progress: Path | None, count: int = 1) -> None:
+    """The parent shows a progress bar from this file's size: one byte per finished request."""
+    if progress is not None:
+        with progress.open("ab") as f:
+            f.write(b"." * count)
+
+
 def _method(job: dict) -> str | None:
     return ((job["engine_args"].get("additional_config") or {}).get("specplug") or {}).get("method")
 
 
-def _specplug_report(llm, method: str | None, action: str = "report", path: str | None = None) -> dict | None:
-    """The counters of the arm's specplug method from the engine's workers (None for other arms)."""
-    if method == "csd":
-        from specplug.plugins.vllm_smc.csd_sampler import csd_rpc as rpc
-    elif method == "toolspec":
-        from specplug.plugins.vllm_smc.toolspec_proposer import toolspec_rpc as rpc
-    else:
+def _specplug(llm, method: str | None, action: str = "report", path: str | None = None) -> dict | None:
+    """The arm's specplug session, through `specplug_rpc` on the engine's workers (None for arms without one)."""
+    if method is None:
         return None
+    from specplug.plugins.vllm_smc.rpc import specplug_rpc
+
     args = (action, path) if path else (action,)
-    return next((r for r in llm.collective_rpc(rpc, args=args) if r is not None), None)
+    return next((r for r in llm.collective_rpc(specplug_rpc, args=args) if r is not None), None)
 
 
-def _method_counters(report: dict | None, method: str | None) -> dict:
-    if method == "csd":
-        return {"rescued": report["stats"]["rescued"]}
-    if method == "toolspec":
-        return dict(report["drafted"])
-    return {}
+def _session_counters(report: dict | None) -> dict[str, dict[str, float]]:
+    """The session's step counters and draft tokens per source (proposers that keep them), to be differenced."""
+    if report is None:
+        return {}
+    stats = {k: v for k, v in report.get("stats", {}).items() if isinstance(v, (int, float))}
+    return {"stats": stats, **({"drafted": dict(report["drafted"])} if report.get("drafted") is not None else {})}
+
+
+def _change(after: dict[str, dict[str, float]], before: dict[str, dict[str, float]]) -> dict | None:
+    if not after:
+        return None
+    return {part: {k: v - before.get(part, {}).get(k, 0) for k, v in values.items()} for part, values in after.items()}
+
+
+def bench_loop(llm, job: dict) -> dict:
+    """`specplug bench run`: a greedy warm-up, then one measured pass per concurrency, with vLLM's spec-decode
+    counters and the specplug session's counters differenced around each pass."""
+    progress = Path(job["progress"]) if job.get("progress") else None
+    conc_max = max(job["concurrencies"])
+    warm = min(job["max_tokens"], 16)
+    _run(llm, job["warmup"], warm, conc_max, progress, job.get("warmup_tools"))  # warm-up, not measured
+    method = _method(job)
+    if method and _specplug(llm, method) is None:
+        raise RuntimeError(f"{method} was requested but the engine does not run it: specplug's vLLM bootstrap did not")
+    runs = []
+    for conc in job["concurrencies"]:
+        # Every pass starts from the arm's own memory (methods whose proposer remembers answers reset it): neither
+        # the warm-up's answers nor an earlier pass's answers to these very prompts.
+        _specplug(llm, method, "reset")
+        before, session_before = _counters(llm), _session_counters(_specplug(llm, method))
+        requests, wall = _run(llm, job["prompts"], job["max_tokens"], conc, progress, job.get("tools"))
+        after, session_after = _counters(llm), _session_counters(_specplug(llm, method))
+        deltas = {k: int(after[k] - before[k]) for k in after if k != "accepted_per_pos"}
+        deltas["accepted_per_pos"] = _combine(after["accepted_per_pos"], before["accepted_per_pos"], -1)
+        deltas["specplug"] = _change(session_after, session_before)
+        runs.append({"concurrency": conc, "requests": requests, "wall_s": wall, **deltas})
+        print(
+            f"[specplug bench] {job['label']} c={conc}: {sum(len(r['output_token_ids']) for r in requests)} tokens "
+            f"in {wall:.1f}s",
+            file=sys.stderr,
+            flush=True,
+        )
+    if job.get("save_memory"):
+        saved = _specplug(llm, method, "save", job["save_memory"])
+        if not saved or not saved["saved"]:
+            raise RuntimeError(f"could not save the {method} memory to {job['save_memory']}")
+    return {"runs": runs}
+
+
+def sampled_loop(llm, job: dict) -> dict:
+    """`specplug bench smc-ab`: sampled requests (temperature, one seed per prompt), every prompt submitted at once
+    after a warm-up on other prompts; engine steps that ran the target are counted at the scheduler (the engine
+    core runs in this process: VLLM_ENABLE_V1_MULTIPROCESSING=0)."""
+    from vllm import SamplingParams
+
+    progress = Path(job["progress"]) if job.get("progress") else None
+    scheduler = llm.llm_engine.engine_core.engine_core.scheduler
+    steps = {"n": 0}
+    original = scheduler.schedule
+
+    def counting(*a, **k):
+        output = original(*a, **k)
+        steps["n"] += output.total_num_scheduled_tokens > 0  # one target forward
+        return output
+
+    scheduler.schedule = counting
+
+    def params(seed: int) -> SamplingParams:
+        return SamplingParams(temperature=job["temperature"], max_tokens=job["max_tokens"], seed=seed)
+
+    warmup = job["warmup"]
+    llm.generate([{"prompt_token_ids": p} for p in warmup], [params(i) for i in range(len(warmup))], use_tqdm=False)
+    _finished(progress, len(warmup))
+    steps["n"] = 0
+    prompts = [{"prompt_token_ids": p} for p in job["prompts"]]
+    started = time.perf_counter()
+    outs = llm.generate(prompts, [params(1000 + i) for i in range(len(prompts))], use_tqdm=False)
+    wall = time.perf_counter() - started
+    _finished(progress, len(prompts))
+    result = {"wall_s": wall, "tokens": [list(o.outputs[0].token_ids) for o in outs], "target_forwards": steps["n"]}
+    snapshot = getattr(getattr(scheduler, "metrics", None), "snapshot", None)  # SMC-SD's scheduler: resampling, ESS
+    if snapshot is not None:
+        result["smc"] = snapshot()
+    return result
+
+
+LOOPS = {"bench": bench_loop, "sampled": sampled_loop}
 
 
 def main(job_path: str, result_path: str) -> None:
@@ -133,39 +219,8 @@ def main(job_path: str, result_path: str) -> None:
     from vllm import LLM
 
     llm = LLM(model=job["model"], **job["engine_args"])
-    progress = Path(job["progress"]) if job.get("progress") else None
-    conc_max = max(job["concurrencies"])
-    warm = min(job["max_tokens"], 16)
-    _run(llm, job["warmup"], warm, conc_max, progress, job.get("warmup_tools"))  # warm-up, not measured
-    method = _method(job)
-    if method and _specplug_report(llm, method) is None:
-        raise RuntimeError(f"{method} was requested but the engine does not run it: specplug's vLLM bootstrap did not")
-    runs = []
-    for conc in job["concurrencies"]:
-        if method == "toolspec":  # every pass starts from the arm's own memory: neither the warm-up's answers nor
-            _specplug_report(llm, method, "reset")  # an earlier pass's answers to these very prompts
-        before = _counters(llm)
-        method_before = _method_counters(_specplug_report(llm, method), method)
-        requests, wall = _run(llm, job["prompts"], job["max_tokens"], conc, progress, job.get("tools"))
-        after = _counters(llm)
-        deltas = {k: int(after[k] - before[k]) for k in after if k != "accepted_per_pos"}
-        deltas["accepted_per_pos"] = _combine(after["accepted_per_pos"], before["accepted_per_pos"], -1)
-        method_after = _method_counters(_specplug_report(llm, method), method)
-        change = {k: v - method_before.get(k, 0) for k, v in method_after.items()}
-        deltas["num_rescued"] = change["rescued"] if method == "csd" else None
-        deltas["drafted_by_source"] = change if method == "toolspec" else None
-        runs.append({"concurrency": conc, "requests": requests, "wall_s": wall, **deltas})
-        print(
-            f"[specplug bench] {job['arm']} c={conc}: {sum(len(r['output_token_ids']) for r in requests)} tokens "
-            f"in {wall:.1f}s",
-            file=sys.stderr,
-            flush=True,
-        )
-    if job.get("save_memory"):
-        saved = _specplug_report(llm, method, "save", job["save_memory"])
-        if not saved or not saved["saved"]:
-            raise RuntimeError(f"could not save the {method} memory to {job['save_memory']}")
-    Path(result_path).write_text(json.dumps({"runs": runs}))
+    result = LOOPS[job["loop"]](llm, job)
+    Path(result_path).write_text(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from specplug.bench.config import at_least
 from specplug.core.errors import ConfigError
 
 RANDOM_NAMES = {"random", "random-tokens", "synthetic"}
@@ -61,8 +62,7 @@ def build_workload(model_path: Path, dataset: str, num_prompts: int, num_warmup:
     """The first `num_prompts` records after `skip` (measured), then `num_warmup` more for warm-up."""
     if dataset in RANDOM_NAMES:
         raise ConfigError("dataset", dataset, "a real prompt set (random tokens inflate speculative throughput ~23%)")
-    if num_prompts < 1:
-        raise ConfigError("num_prompts", num_prompts, ">= 1")
+    at_least(1, num_prompts=num_prompts)
     from transformers import AutoTokenizer
 
     from specplug.assets import AssetError, render_prompt, supports_tools
@@ -120,8 +120,8 @@ def add_memory_slice_arguments(parser: Any, *, dataset: str, num_prompts: int, s
 def memory_slice(model: str, dataset: str, num_prompts: int, skip: int, concurrency: int, max_tokens: int):
     """(model path, workload) of the prompt slice a memory is built from (`specplug csd calibrate`,
     `specplug toolspec remember`): after `skip` prompts, so benches can measure the first ones."""
-    if num_prompts < 1 or skip < 0 or concurrency < 1 or max_tokens < 1:
-        raise ConfigError("num_prompts/skip/concurrency/max_tokens", None, "positive values (skip ≥ 0)")
+    at_least(1, num_prompts=num_prompts, concurrency=concurrency, max_tokens=max_tokens)
+    at_least(0, skip=skip)
     from specplug.assets import resolve_model
 
     model_path = resolve_model(model)

@@ -71,7 +71,7 @@ def bench(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., int]
 
     def run(engine: StandInEngine, *argv: str) -> int:
         monkeypatch.setattr(bench_cli, "_run_arm", engine)
-        return main(["bench", *argv])
+        return main(["bench", "run", *argv])
 
     run.workloads = workloads  # type: ignore[attr-defined]
     return run

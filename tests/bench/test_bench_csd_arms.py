@@ -29,7 +29,8 @@ def test_csd_arms_parse_and_map_to_their_proposer() -> None:
     from specplug.bench.vllm_engine import additional_config, speculative_config
 
     assert speculative_config(cold)["method"] == "ngram" and speculative_config(cold)["num_speculative_tokens"] == 6
-    assert additional_config(cold) == {"specplug": {"method": "csd", "lam": 6, "tau": 0.01, "memory_path": None}}
+    settings = {"method": "csd", "lam": 6, "tau": 0.01, "memory_path": None, "namespace": "default"}
+    assert additional_config(cold) == {"specplug": settings}
     assert additional_config(parse_arm("ngram")) is None
 
 

@@ -81,11 +81,11 @@ def test_a_failing_arm_does_not_lose_the_others(harness, stand_in) -> None:
 
 
 def test_bad_settings_fail_before_any_arm_runs(harness, stand_in, capsys) -> None:
-    assert main(["bench", "--arms", "ar,beam"]) == 2
+    assert main(["bench", "run", "--arms", "ar,beam"]) == 2
     assert "invalid setting arm='beam'" in capsys.readouterr().err
-    assert main(["bench", "--arms", "ngram:q=1"]) == 2
-    assert main(["bench", "--concurrency", "0"]) == 2
-    assert main(["bench", "--engine", "sglang"]) == 2
+    assert main(["bench", "run", "--arms", "ngram:q=1"]) == 2
+    assert main(["bench", "run", "--concurrency", "0"]) == 2
+    assert main(["bench", "run", "--engine", "sglang"]) == 2
 
 
 def test_random_token_datasets_are_refused() -> None:

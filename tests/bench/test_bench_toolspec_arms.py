@@ -9,6 +9,7 @@ import pytest
 
 from specplug.bench.arms import parse_arm, toolspec_settings
 from specplug.bench.cli import check_memories
+from specplug.bench.measure import ArmJob
 from specplug.bench.quality.bfcl import tool_call_tokens
 from specplug.bench.report import markdown
 from specplug.bench.workload import Workload
@@ -113,6 +114,6 @@ def test_every_concurrency_pass_starts_from_the_arms_own_memory(monkeypatch) -> 
     monkeypatch.setattr(runner, "ReferenceRunner", Runner)
     monkeypatch.setattr(reference_engine, "make_proposer", lambda *_: Drafter())
     workload = Workload("d", ["a", "b"], [[1, 2], [3, 4]], [[5]], [0], tools=[None, None], warmup_tools=[None])
-    reference_engine.run_arm(parse_arm("toolspec"), Path("."), workload, [1, 2], 4)
+    reference_engine.run_arm(ArmJob(parse_arm("toolspec"), Path("."), workload, [1, 2], 4))
     passes = "".join("R" if e == "reset" else "g" if e == "generate" else "" for e in events)
     assert passes == "gRggRg"  # warm-up, then a reset before each concurrency pass (2 batches at c=1, 1 at c=2)

@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
 def test_ar_vs_ngram_on_vllm_cpu(tmp_path: Path) -> None:
     out = tmp_path / "bench"
-    argv = ["bench", "--engine", "vllm", "--model", "smollm2-135m", "--dataset", "mtbench", "--arms", "ar,ngram"]
+    argv = ["bench", "run", "--engine", "vllm", "--model", "smollm2-135m", "--dataset", "mtbench", "--arms", "ar,ngram"]
     rc = main([*argv, "--num-prompts", "4", "--max-tokens", "32", "--concurrency", "2", "--out", str(out)])
     results = json.loads((out / "results.json").read_text())
     assert rc == 0, results["records"]

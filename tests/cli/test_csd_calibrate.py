@@ -34,7 +34,7 @@ def test_vllm_calibration_feeds_a_bench_arm_and_overlap_is_refused(tmp_path: Pat
     bank = _calibrate("vllm", 40, memory)
     assert bank.metadata["engine"] == "vllm" and bank.memory("default").observations > 0
 
-    bench = ["bench", "--engine", "vllm", "--model", "smollm2-135m", "--dataset", "humaneval"]
+    bench = ["bench", "run", "--engine", "vllm", "--model", "smollm2-135m", "--dataset", "humaneval"]
     bench += ["--num-prompts", "2", "--max-tokens", "16", "--concurrency", "1"]
     out, csd_arm = tmp_path / "bench", f"csd:proposer={DRAFT}:lam=1:memory={memory}"
     assert main([*bench, "--arms", f"ar,{csd_arm}", "--out", str(out)]) == 0

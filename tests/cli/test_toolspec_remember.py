@@ -21,7 +21,7 @@ def _remember(engine: str, skip: int, out: Path) -> InvocationMemoryBank:
 
 
 def _bench(engine: str, memory: Path, out: Path) -> dict:
-    argv = ["bench", "--engine", engine, "--model", "smollm2-135m", "--dataset", "bfcl:single_turn"]
+    argv = ["bench", "run", "--engine", engine, "--model", "smollm2-135m", "--dataset", "bfcl:single_turn"]
     argv += ["--num-prompts", "3", "--max-tokens", "48", "--concurrency", "1", "--out", str(out)]
     assert main([*argv, "--arms", f"ar,toolspec,toolspec:memory={memory}"]) == 0
     return {r["arm"]: r for r in json.loads((out / "results.json").read_text())["records"]}
@@ -45,6 +45,6 @@ def test_remembered_answers_warm_a_lossless_bench_arm(tmp_path: Path, capsys, en
     seen = tmp_path / "seen.json"
     _remember(engine, 0, seen)
     capsys.readouterr()
-    refused = ["bench", "--engine", engine, "--dataset", "bfcl:single_turn", "--num-prompts", "3"]
+    refused = ["bench", "run", "--engine", engine, "--dataset", "bfcl:single_turn", "--num-prompts", "3"]
     assert main([*refused, "--arms", f"ar,toolspec:memory={seen}", "--out", str(tmp_path / "no")]) == 2
     assert "memory built from other prompts" in capsys.readouterr().err

@@ -1,0 +1,167 @@
+"""The method groups of `specplug`: `smc`, `csd` and `toolspec` (room for more, e.g. `draft`).
+
+Every method group has `settings` (the method's engine-neutral settings and their defaults, as JSON).
+The methods that learn a memory build one offline with one verb each, on one skeleton (`build_memory`): serve a
+prompt slice on an engine — vLLM (the real engine, through the same worker as `specplug bench run`) or the
+reference runner — with the method's arm, and write the memory the arm learned to a file. The digests of the
+prompts go into the file, so `specplug bench run` refuses to measure an arm whose memory has seen its prompts;
+`--skip` picks a slice disjoint from the bench's first prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from specplug.cli import add_verb
+
+# Method -> "module:class" of its engine-neutral settings.
+METHOD_SETTINGS = {
+    "smc": "specplug.core.smc.config:SMCConfig",
+    "csd": "specplug.core.csd.config:CSDConfig",
+    "toolspec": "specplug.core.toolspec.config:ToolSpecConfig",
+}
+CALIBRATE = """`specplug csd calibrate`: offline calibration of CSD's correction memory.
+
+It runs *standard* greedy speculative decoding (CSD with λ = ∞: nothing is rescued, every rejection is counted)
+over a prompt slice (measured and warm-up prompts) and writes the memory file with the digests of those prompts.
+"""
+REMEMBER = """`specplug toolspec remember`: build a warm ToolSpec retrieval memory from a prompt slice.
+
+It serves the slice with ToolSpec (cold) and writes the answers, per tenant "bench" (the tenant `specplug bench
+run` uses), to a memory file with the digests of the prompts (warm-up answers are forgotten, as in a bench pass).
+"""
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from specplug.bench.workload import add_memory_slice_arguments
+
+    groups = {
+        "smc": "SMC-SD tools (sequential Monte Carlo speculative decoding)",
+        "csd": "CSD tools (calibrated speculative decoding)",
+        "toolspec": "ToolSpec tools (schema-aware, retrieval-based drafting)",
+    }
+    verbs = {}
+    for method, summary in groups.items():
+        verbs[method] = sub.add_parser(method, help=summary).add_subparsers(dest="verb", metavar="VERB", required=True)
+        add_verb(
+            verbs[method],
+            "settings",
+            f"{method}'s engine-neutral settings and their defaults (JSON)",
+            _no_arguments,
+            settings,
+        )
+
+    def calibrate_arguments(p: argparse.ArgumentParser) -> None:
+        add_memory_slice_arguments(p, dataset="mtbench", num_prompts=32, skip=32)
+        p.add_argument(
+            "--proposer",
+            default="ngram",
+            help="the drafter, as a csd arm's proposer settings: ngram[:k=6:min=2:max=4] or "
+            "draft_model:model=M[:layers=N]",
+        )
+        p.add_argument("--namespace", default="default", help="memory namespace (e.g. one per target/draft pair)")
+
+    def remember_arguments(p: argparse.ArgumentParser) -> None:
+        add_memory_slice_arguments(p, dataset="bfcl:single_turn", num_prompts=64, skip=66)
+        p.add_argument("--arm", default="toolspec", help="the ToolSpec settings, as a bench arm (toolspec:k=8:…)")
+
+    add_verb(
+        verbs["csd"],
+        "calibrate",
+        "count the (draft, target) rejection pairs of standard SD on a prompt set into a memory file",
+        calibrate_arguments,
+        calibrate,
+        CALIBRATE,
+    )
+    add_verb(
+        verbs["toolspec"],
+        "remember",
+        "serve a prompt slice with ToolSpec and save its answers as a retrieval memory file",
+        remember_arguments,
+        remember,
+        REMEMBER,
+    )
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    del parser
+
+
+def settings(args: argparse.Namespace) -> int:
+    """`specplug <method> settings`: the method's engine-neutral settings with their defaults, as JSON (engine
+    adapters document what they take in their own flags: docs/<method>/)."""
+    module, name = METHOD_SETTINGS[args.command].split(":")
+    config_class = getattr(__import__(module, fromlist=[name]), name)
+    print(json.dumps({"method": args.command, "defaults": asdict(config_class())}, indent=2))
+    return 0
+
+
+def calibrate(args: argparse.Namespace) -> int:
+    from specplug.bench.arms import parse_arm
+
+    kind, _, rest = args.proposer.partition(":")
+    spec = f"csd:proposer={kind}:lam=inf:namespace={args.namespace}" + (f":{rest}" if rest else "")
+    return build_memory(args, "csd calibrate", parse_arm(spec), _record_calibration)
+
+
+def _record_calibration(bank: Any, args: argparse.Namespace, workload: Any) -> str:
+    """The calibration prompts and settings go into the file; the summary line names what was counted."""
+    bank.record_calibration(workload.prompts + workload.warmup)
+    keys = ("engine", "model", "dataset", "skip", "num_prompts", "proposer", "max_tokens")
+    bank.metadata.update({"kind": "calibration", **{key: getattr(args, key) for key in keys}})
+    bank.save(args.out)
+    summary = bank.summary().get(args.namespace, {})
+    return (
+        f"{summary.get('pairs', 0)} pairs from {summary.get('observations', 0)} rejections; "
+        f"top pairs {bank.memory(args.namespace).top(5)}"
+    )
+
+
+def remember(args: argparse.Namespace) -> int:
+    from specplug.bench.arms import parse_arm
+    from specplug.core.errors import ConfigError
+
+    arm = parse_arm(args.arm)
+    if arm.kind != "toolspec" or arm.options["memory"]:
+        raise ConfigError("arm", args.arm, "a toolspec arm without memory= (the memory starts cold)")
+    return build_memory(args, "toolspec remember", arm, _remembered)
+
+
+def _remembered(bank: Any, args: argparse.Namespace, workload: Any) -> str:
+    del args, workload
+    summary = bank.summary()
+    return f"{summary['answers']} answers, {summary['tokens']} tokens"
+
+
+def build_memory(args: argparse.Namespace, command: str, arm: Any, finish: Callable[..., str]) -> int:
+    """Serve the prompt slice of `args` with `arm` on `args.engine`, save the memory the arm learned to `args.out`,
+    then `finish(bank, args, workload)` (the file reloaded as the method's plugin loads it) names what it holds."""
+    from specplug.bench import reference_engine, vllm_engine
+    from specplug.bench.measure import ArmJob
+    from specplug.bench.workload import memory_slice
+    from specplug.core.plugin_manager import get_plugin_manager
+
+    model_path, workload = memory_slice(
+        args.model, args.dataset, args.num_prompts, args.skip, args.concurrency, args.max_tokens
+    )
+    out = Path(args.out)
+    began = time.perf_counter()
+    tag = f"[specplug {command}]"
+    print(
+        f"{tag} serving {len(workload.prompts)} prompts of {args.dataset} (after {args.skip}) with {arm.label} "
+        f"on {args.engine} ...",
+        file=sys.stderr,
+    )
+    engine = vllm_engine if args.engine == "vllm" else reference_engine
+    engine.run_arm(ArmJob(arm, model_path, workload, [args.concurrency], args.max_tokens, args.arm_timeout, out))
+    bank = get_plugin_manager().make_memory(arm.kind, {"memory_path": str(out)})
+    summary = finish(bank, args, workload)
+    print(f"{tag} wrote {out}: {summary} in {time.perf_counter() - began:.0f}s", file=sys.stderr)
+    return 0
