@@ -20,7 +20,7 @@ from typing import Any
 
 from specplug.core.errors import ConfigError
 from specplug.core.toolspec.config import METHOD, ToolSpecConfig
-from specplug.plugins.trtllm_toolspec.drafter import make_drafter
+from specplug.plugins.trtllm_toolspec.drafter import check_max_concurrency, make_drafter
 from specplug.plugins.trtllm_toolspec.engine import engine_import
 from specplug.plugins.trtllm_toolspec.pool import TenantFor, Tools, ToolsFor, make_pool
 
@@ -50,10 +50,7 @@ def make_speculative_config(
         save_path, use_schema, ...); unknown keys raise ConfigError.
     """
     settings = ToolSpecConfig.from_mapping(toolspec_settings)
-    if max_concurrency is not None and (
-        isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1
-    ):
-        raise ConfigError("max_concurrency", max_concurrency, "a positive integer, or null", method=METHOD)
+    check_max_concurrency(max_concurrency)  # before the pool loads anything
     pool = make_pool(tokenizer, settings, tools=tools, tenant=tenant, tools_for=tools_for, tenant_for=tenant_for)
     if check:
         pool.check()

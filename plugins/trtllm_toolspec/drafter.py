@@ -47,6 +47,13 @@ def base_init_kwargs(init: Any, *, max_draft_len: int, max_concurrency: int | No
     return {name: value for name, value in offered.items() if name in params and params[name].kind in named}
 
 
+def check_max_concurrency(max_concurrency: Any) -> None:
+    if max_concurrency is not None and (
+        isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1
+    ):
+        raise ConfigError("max_concurrency", max_concurrency, "a positive integer, or null", method=METHOD)
+
+
 def _row_order(request: Any) -> tuple[bool, int]:
     """TensorRT-LLM's own drafters' order: batch index, else request id (new requests in disaggregated serving)."""
     batch_idx = getattr(request, "py_batch_idx", None)
@@ -70,10 +77,7 @@ class ToolSpecDrafterLogic:
         k = pool.config.num_speculative_tokens if max_draft_len is None else max_draft_len
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError("max_draft_len", k, "a positive integer", method=METHOD)
-        if max_concurrency is not None and (
-            isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1
-        ):
-            raise ConfigError("max_concurrency", max_concurrency, "a positive integer, or null", method=METHOD)
+        check_max_concurrency(max_concurrency)
         base_init = super().__init__
         kwargs = base_init_kwargs(base_init, max_draft_len=k, max_concurrency=max_concurrency)
         try:

@@ -69,3 +69,15 @@ def tools_by_client(request: Any) -> list[dict[str, Any]] | None:
 def tenant_by_client(request: Any) -> str | None:
     """A `tenant_for` hook: the client id is the tenant."""
     return request.py_client_id
+
+
+def fail_drafts_of(core: Any, request_id: str, monkeypatch: Any) -> None:
+    """Make the core drafter raise for one request (a bug in the core), and only for it."""
+    real_draft = core.draft
+
+    def flaky(rid: str, token_ids: Any, budget: int | None = None) -> list[int]:
+        if rid == request_id:
+            raise RuntimeError("boom in the core")
+        return real_draft(rid, token_ids, budget)
+
+    monkeypatch.setattr(core, "draft", flaky)

@@ -23,7 +23,7 @@ from specplug.plugins.trtllm_toolspec.drafter import base_init_kwargs, drafter_c
 from specplug.plugins.trtllm_toolspec.engine import EngineMissingError
 from specplug.plugins.trtllm_toolspec.pool import ToolSpecPool
 
-from .cases import BOOKING, CALL_PREFIX, TOOLS, WEATHER, encode, generating, tools_by_client
+from .cases import BOOKING, CALL_PREFIX, TOOLS, WEATHER, encode, fail_drafts_of, generating, tools_by_client
 from .fake_trtllm import DRAFTER_VARIANTS, FakeLlmRequest, ScheduledRequests, install
 
 K = 6
@@ -97,14 +97,7 @@ def test_state_follows_request_ids_when_rows_move(fake_trtllm, model_dir, tokeni
 def test_a_drafting_error_costs_only_that_request_its_drafts(spec, tokenizer, caplog, monkeypatch):
     pool = spec.resource_manager
     core = pool.core
-    real_draft = core.draft
-
-    def flaky(request_id, token_ids, budget=None):
-        if request_id == "2":
-            raise RuntimeError("boom in the core")
-        return real_draft(request_id, token_ids, budget)
-
-    monkeypatch.setattr(core, "draft", flaky)
+    fail_drafts_of(core, "2", monkeypatch)
     requests = [generating(tokenizer, rid, CALL_PREFIX) for rid in (1, 2, 3)]
     with caplog.at_level(logging.WARNING, logger="specplug.trtllm_toolspec"):
         for _ in range(3):

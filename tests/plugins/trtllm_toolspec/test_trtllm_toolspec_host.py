@@ -16,7 +16,7 @@ import pytest
 from specplug.core.hookspecs import hookimpl
 from specplug.plugins.trtllm_toolspec.config import make_speculative_config
 
-from .cases import PROMPT, TOOLS, WEATHER_ANSWER, encode, generating, tenant_by_client
+from .cases import CALL_PREFIX, PROMPT, TOOLS, WEATHER_ANSWER, encode, fail_drafts_of, generating, tenant_by_client
 from .fake_trtllm import FakeExecutor, FakeLlmRequest, ScheduledRequests
 
 
@@ -121,16 +121,8 @@ def test_a_cancelled_request_is_announced_and_not_remembered(fake_trtllm, model_
 
 def test_a_failing_batch_is_drafted_again_row_by_row(fake_trtllm, model_dir, tokenizer, monkeypatch, recorder):
     spec = make_speculative_config(model_dir, tools=TOOLS, num_speculative_tokens=6)
-    core = spec.resource_manager.core
-    real_draft = core.draft
-
-    def flaky(request_id, token_ids, budget=None):
-        if request_id == "2":
-            raise RuntimeError("boom in the core")
-        return real_draft(request_id, token_ids, budget)
-
-    monkeypatch.setattr(core, "draft", flaky)
-    requests = [generating(tokenizer, rid, '<tool_call>{"name": "') for rid in (1, 2, 3)]
+    fail_drafts_of(spec.resource_manager.core, "2", monkeypatch)
+    requests = [generating(tokenizer, rid, CALL_PREFIX) for rid in (1, 2, 3)]
     spec.drafter.prepare_draft_tokens(ScheduledRequests([], requests), None)
     assert [c[1] for c in recorder.calls if c[0] == "propose"] == [["1", "2", "3"], ["1"], ["2"], ["3"]]
     recorder.calls.clear()
