@@ -21,7 +21,7 @@ os.environ.update({"VLLM_USE_V2_MODEL_RUNNER": "0", "VLLM_CPU_KVCACHE_SPACE": "2
 if __name__ == "__main__":
     from vllm import LLM, SamplingParams
     from specplug.assets import resolve_model
-    from specplug.plugins.vllm_smc.csd_sampler import csd_rpc
+    from specplug.plugins.vllm_smc.rpc import csd_rpc
     extra = json.loads(sys.argv[1])
     llm = LLM(model=str(resolve_model("smollm2-135m")), dtype="float32", enforce_eager=True, max_model_len=768,
               max_num_seqs=4, seed=0, async_scheduling=False, enable_prefix_caching=False, disable_log_stats=False,

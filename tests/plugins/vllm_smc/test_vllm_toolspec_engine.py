@@ -23,7 +23,7 @@ os.environ.update({"VLLM_USE_V2_MODEL_RUNNER": "0", "VLLM_CPU_KVCACHE_SPACE": "2
                    "VLLM_ALLOW_INSECURE_SERIALIZATION": "1"})
 if __name__ == "__main__":
     from vllm import LLM, SamplingParams
-    from specplug.plugins.vllm_smc.toolspec_proposer import toolspec_rpc
+    from specplug.plugins.vllm_smc.rpc import toolspec_rpc
     job = json.load(open(sys.argv[1]))
     kwargs = {k: job[k] for k in ("speculative_config", "additional_config") if job.get(k)}
     llm = LLM(model=job["model"], dtype="float32", enforce_eager=True, max_model_len=2048, max_num_seqs=4, seed=0,
