@@ -15,7 +15,8 @@ import logging
 from typing import Any
 
 from specplug.core.errors import ConfigError
-from specplug.core.host import MethodSession
+from specplug.core.host import EngineProposer, MethodSession
+from specplug.core.patching import Patcher
 from specplug.core.types import RequestContext
 from specplug.plugins.vllm_smc.settings import method_settings, selected_method
 
@@ -94,6 +95,8 @@ def attach(runner: Any) -> MethodSession | None:
     if machinery is not None:
         module, function = machinery.split(":")
         getattr(__import__(module, fromlist=[function]), function)(runner, session)
+    else:
+        _route_engine_drafter(runner, session)
     _fill_drafter_slot(runner, session)
     _fill_verifier_slot(runner, session)
     atexit.register(session.close)  # orderly exits of this process; servers also close through `specplug_rpc`
@@ -125,6 +128,26 @@ def _fill_drafter_slot(runner: Any, session: MethodSession) -> None:
             '\'{"model": "specplug.Proposer", "num_speculative_tokens": 8}\'',
             method=session.method,
         )
+
+
+def _route_engine_drafter(runner: Any, session: MethodSession) -> None:
+    """vLLM's own drafter (ngram, draft_model, EAGLE...) drafting for a specplug verifier is called through
+    `specplug_propose`, so wrappers see every drafting call whoever drafts (engine machinery routes its own)."""
+    from specplug.plugins.vllm_smc.proposer_slot import SpecplugProposer
+
+    drafter = getattr(runner, "drafter", None)
+    if drafter is None or isinstance(drafter, SpecplugProposer):
+        return
+    original = drafter.propose
+    proposer = EngineProposer(original)
+
+    def propose(*args: Any, **kwargs: Any) -> Any:
+        options = {"args": args, "kwargs": kwargs}
+        return session.pm.hook.specplug_propose(proposer=proposer, contexts=(), options=options)
+
+    patcher = Patcher("vllm")
+    patcher.patch(drafter, "propose", propose, reason="engine drafting through specplug_propose", allow_add=True)
+    patcher.verify()
 
 
 def _fill_verifier_slot(runner: Any, session: MethodSession) -> None:

@@ -10,20 +10,17 @@ pytestmark = pytest.mark.vllm
 
 
 def test_lambda_infinity_equals_vllm_and_csd_equals_the_core_verifier() -> None:
-    from vllm.v1.sample.sampler import Sampler
-
-    from specplug.core.csd.bank import CorrectionMemoryBank
+    from specplug.bench.overhead import csd_sampler, measure_csd, vllm_batch
     from specplug.core.csd.config import CSDConfig
     from specplug.core.csd.memory import CorrectionMemory
     from specplug.core.csd.verifier import CalibratedChainVerifier
+    from specplug.core.metrics import counters
     from specplug.core.types import DraftBatch
-    from specplug.csd_overhead import _inputs, measure
-    from specplug.plugins.vllm_smc.csd_sampler import CSDRejectionSampler
 
-    assert measure(batch=4, gamma=3, vocab=512, pairs=50, repeats=1)["lambda_inf_equals_vllm"] is True
+    assert measure_csd(batch=4, gamma=3, vocab=512, pairs=50, repeats=1)["lambda_inf_equals_vllm"] is True
 
     batch, gamma, vocab = 16, 5, 64
-    metadata, logits, sampling = _inputs(batch, gamma, vocab, seed=3)
+    metadata, logits, sampling = vllm_batch(batch, gamma, vocab, seed=3)
     tokens = metadata.draft_token_ids.to(torch.int64).reshape(batch, gamma)
     grid = logits.reshape(batch, gamma + 1, vocab)
     best = grid[:, :gamma].argmax(-1)
@@ -37,11 +34,12 @@ def test_lambda_infinity_equals_vllm_and_csd_equals_the_core_verifier() -> None:
     core = CalibratedChainVerifier(seeded(CorrectionMemory()), config).verify(
         DraftBatch(tokens, torch.full((batch,), gamma)), grid
     )
-    bank = CorrectionMemoryBank()
+    sampler = csd_sampler({"lam": 2, "tau": 0.05}, gamma)  # the vLLM host's verifier slot and CSD session
+    bank = sampler.session.memory
     seeded(bank.memory())
-    sampler = CSDRejectionSampler(Sampler(), None, torch.device("cpu"), csd=config, bank=bank)
     got = sampler(metadata, None, logits.clone(), sampling).sampled_token_ids
     assert torch.equal(got.to(torch.int64), core.output_tokens)
-    assert sampler.stats.rescued == int(core.num_rescued.sum()) > 0
-    assert sampler.stats.accepted == int(core.num_accepted.sum())
+    stats = counters(sampler.session)  # counted by the metrics hook from the slot's step announcement
+    assert stats.rescued == int(core.num_rescued.sum()) > 0
+    assert stats.accepted == int(core.num_accepted.sum())
     assert bank.memory().observations == core.mismatches.shape[0] + int((tokens != best).sum() + 1) // 2

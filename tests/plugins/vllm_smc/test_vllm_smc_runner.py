@@ -158,12 +158,3 @@ def test_a_group_whose_rows_break_lockstep_ends_with_an_error_event() -> None:
     (event,) = smc.events
     assert event.kind == "error" and "all live slots" in event.reason
     assert "g" not in smc.groups
-
-
-def test_overhead_measurement_runs_both_sides_on_the_same_batch() -> None:
-    from specplug.smc_overhead import measure
-
-    figures = measure(groups=2, particles=2, gamma=2, vocab=512, repeats=2)
-    timed = [k for k in figures if k.endswith("_ms")]
-    assert {"vllm_rejection_sampler_ms", "smc_verifier_ms", "smc_draft_ms"} <= set(timed)
-    assert all(figures[k] > 0 for k in timed)
