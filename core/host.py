@@ -126,6 +126,19 @@ class MethodSession:
         return found
 
 
+def draft_budget(given: Mapping[str, Any], session: MethodSession | None, key: str, method: str) -> dict[str, Any]:
+    """`given` with the host's draft length (`facts["num_speculative_tokens"]`) as `key`; a user value for `key`
+    that disagrees with the engine's is refused (the engine drafts what its own flag says)."""
+    merged = dict(given)
+    k = (session.facts if session is not None else {}).get("num_speculative_tokens")
+    if k is not None:
+        if key in merged and merged[key] != k:
+            allowed = f"omitted, or equal to the engine's num_speculative_tokens ({k})"
+            raise ConfigError(key, merged[key], allowed, method=method)
+        merged[key] = k
+    return merged
+
+
 class EngineProposer:
     """An engine's own drafter behind the `Proposer` protocol, so a host's calls to it go through
     `specplug_propose` too (wrappers see every drafting call, whoever drafts). `options["args"]` and

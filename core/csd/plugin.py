@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from specplug.core.csd.config import CSDConfig
 from specplug.core.errors import ConfigError
 from specplug.core.hookspecs import hookimpl
+from specplug.core.host import draft_budget
 from specplug.core.types import MethodInfo, PluginInfo
 
 if TYPE_CHECKING:
@@ -50,14 +51,7 @@ def specplug_plugin_info() -> PluginInfo:
 
 def session_config(config: Mapping[str, Any], session: MethodSession | None) -> CSDConfig:
     """The validated settings; a host's γ (`facts["num_speculative_tokens"]`) must agree with a given `gamma`."""
-    given = dict(config)
-    gamma = (session.facts if session is not None else {}).get("num_speculative_tokens")
-    if gamma is not None:
-        if "gamma" in given and given["gamma"] != gamma:
-            allowed = f"omitted, or equal to num_speculative_tokens ({gamma})"
-            raise ConfigError("gamma", given["gamma"], allowed, method="csd")
-        given["gamma"] = gamma
-    return CSDConfig.from_mapping(given)
+    return CSDConfig.from_mapping(draft_budget(config, session, "gamma", "csd"))
 
 
 def load_bank(config: CSDConfig) -> CorrectionMemoryBank:

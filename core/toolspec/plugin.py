@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from specplug.core.errors import ConfigError
 from specplug.core.hookspecs import hookimpl
+from specplug.core.host import draft_budget
 from specplug.core.toolspec.config import METHOD, ToolSpecConfig
 from specplug.core.types import MethodInfo, PluginInfo
 
@@ -50,13 +51,7 @@ def specplug_plugin_info() -> PluginInfo:
 def session_config(config: Mapping[str, Any], session: MethodSession | None) -> ToolSpecConfig:
     """The validated settings; a host's draft budget (`facts["num_speculative_tokens"]`) must agree."""
     given = {key: value for key, value in config.items() if key != "tokenizer"}
-    k = (session.facts if session is not None else {}).get("num_speculative_tokens")
-    if k is not None:
-        if "num_speculative_tokens" in given and given["num_speculative_tokens"] != k:
-            allowed = f"omitted, or equal to speculative_config.num_speculative_tokens ({k})"
-            raise ConfigError("num_speculative_tokens", given["num_speculative_tokens"], allowed, method=METHOD)
-        given["num_speculative_tokens"] = k
-    return ToolSpecConfig.from_mapping(given)
+    return ToolSpecConfig.from_mapping(draft_budget(given, session, "num_speculative_tokens", METHOD))
 
 
 @hookimpl
