@@ -399,3 +399,30 @@ def test_offline_settings_learn_nothing_from_the_announcements(sglang_stand_ins,
     worker.forward_batch_generation(make_batch(reqs=[stand_in_req()]))
     assert [c[5] for c in recorder.calls if c[0] == "step"] == [[[3, 5]]]  # announced ...
     assert len(worker.csd.memory) == 0  # ... and not learned: the method's hook honours `online`
+
+
+class FINISH_LENGTH:  # named as SGLang's finish-reason class (managers/schedule_batch.py)
+    pass
+
+
+def test_finish_reasons_and_a_memory_from_another_model(
+    sglang_stand_ins, single_rank, monkeypatch, tmp_path: Path, recorder, caplog
+) -> None:
+    calibrated = CorrectionMemoryBank(metadata={"model_path": "other-model"})
+    calibrated.save(tmp_path / "calibrated.json")
+    monkeypatch.setenv(CONFIG_ENV, json.dumps({"memory_path": str(tmp_path / "calibrated.json")}))
+    with caplog.at_level("WARNING", logger="specplug"):
+        worker = csd_worker()
+    assert "calibrated with model other-model, this server runs m" in caplog.text
+    assert worker.csd.session.memory.metadata["model_path"] == "m"  # what it goes on learning from
+
+    long, cut = stand_in_req("long"), stand_in_req("cut")
+    worker.forward_batch_generation(make_batch(reqs=[long]))
+    worker.forward_batch_generation(make_batch(reqs=[cut]))
+    long.finished_reason, cut.finished_reason = FINISH_LENGTH(), object()
+    worker.note_request_finished(rid="long", natural_stop=False)
+    worker.note_request_finished(rid="cut", natural_stop=False)
+    assert [c[:4] for c in recorder.calls if c[0] == "finish"] == [
+        ("finish", "long", 1, "length"),
+        ("finish", "cut", 1, "abort"),
+    ]
