@@ -16,8 +16,9 @@ def specplug_plugin_info() -> PluginInfo:
                 "csd",
                 "method",
                 "experimental",
-                "CSD on SGLang's NGRAM worker (--speculative-algorithm CSD): registration, argument handling and "
-                "the verify hook are tested against SGLang 0.5.23 on CPU; serving needs a GPU and is unverified",
+                "CSD on SGLang's NGRAM worker (--speculative-algorithm CSD, served by a MethodSession of csd_tree): "
+                "registration and argument handling tested against SGLang 0.5.23 on CPU, the verify hook through "
+                "SGLang's HookRegistry around a stand-in NGRAM worker; serving needs a GPU and is unverified",
             ),
         ),
         summary="SGLang adapter (sglang.srt.plugins bootstrap; --speculative-algorithm CSD, SPECPLUG_CSD_CONFIG)",

@@ -16,8 +16,9 @@ Calibrating and measuring on the same prompts, as this smoke test does, says not
     python scripts/gpu/sglang_csd_smoke.py --model Qwen/Qwen2.5-0.5B-Instruct --num-prompts 16
     python scripts/gpu/sglang_csd_smoke.py --model /models/llama --extra "--mem-fraction-static 0.6"
 
-Prints a JSON report; exits non-zero when a server does not start, the memory is not saved, or run 2 differs
-from run 1.
+Prints a JSON report; exits non-zero when a server does not start, the CSD worker does not log its session's
+method, the memory is not saved or is empty (CSD learns only from the worker's step announcements), or run 2
+differs from run 1.
 """
 
 from __future__ import annotations
@@ -162,11 +163,19 @@ def main() -> int:
     report["csd_lambda_inf"] = {"mean_accept_length": csd_inf["mean_accept_length"], "same_as_ngram": same}
     if same != len(ngram["outputs"]):
         failures.append(f"CSD with λ=∞ differs from NGRAM on {len(ngram['outputs']) - same} outputs")
+    host_line = "(method csd_tree)" in Path(csd_inf["log"]).read_text(errors="replace")
+    report["csd_worker_opened_session"] = host_line  # the worker's start log names the session's method
+    if not host_line:
+        failures.append(f"the CSD worker's start line (method csd_tree) is not in {csd_inf['log']}")
     if not memory.exists():
         failures.append(f"no memory saved to {memory} (see {csd_inf['log']})")
     else:
-        saved = json.loads(memory.read_text())["payload"]["namespaces"].get("default", {})
+        payload = json.loads(memory.read_text())["payload"]
+        saved = payload["namespaces"].get("default", {})
         report["memory_pairs"] = len(saved.get("count", []))
+        report["memory_stats"] = payload.get("metadata", {}).get("stats")
+        if not report["memory_pairs"]:  # CSD learns only from the worker's step announcements (session.step)
+            failures.append("the saved memory is empty: no announced step reached CSD's learning hook")
 
         rescue = {"lam": args.lam, "tau": args.tau, "memory_path": str(memory)}
         csd = run(args, "CSD", rescue, work)
