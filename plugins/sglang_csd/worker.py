@@ -6,7 +6,8 @@ a GPU or SGLang's CPU build). What it adds to `NGRAMWorker` (`sglang/srt/specula
   hook and checks that it took effect, and opens the process's `MethodSession` (`runtime.CSDRuntime`: the
   method's memory file is loaded and its verifier built by the plugin hooks) — every failure stops the start with
   its cause;
-- each step: runs the parent's `forward_batch_generation` with this worker's host state active, so the hook on
+- each step: NGRAM drafts as ever, through `specplug_propose` (`_prepare_for_speculative_decoding`); runs the
+  parent's `forward_batch_generation` with this worker's host state active, so the hook on
   `eagle_sample` judges this worker's verify calls only, then announces the step (`session.step`, preceded by
   `session.request_started` for requests verified for the first time); the method learns there;
 - when a request finishes (`note_request_finished`, `base_spec_worker.py:389-395`, called by SGLang's batch-result
@@ -78,6 +79,11 @@ class CSDWorker(NGRAMWorker):
             settings.config.namespace,
             f", saved to {settings.config.save_path}" if self.csd.saver else "",
         )
+
+    def _prepare_for_speculative_decoding(self, batch: Any) -> None:
+        """NGRAM's drafting (`ngram_worker.py:307`, called first thing by `forward_batch_generation`), unchanged,
+        made through `specplug_propose`."""
+        self.csd.engine_propose(super()._prepare_for_speculative_decoding, batch)
 
     def forward_batch_generation(self, batch: Any, *args: Any, **kwargs: Any) -> Any:
         with activated(self.csd):

@@ -58,8 +58,13 @@ class NGRAMWorker:
         self.draft_token_num = server_args.speculative_num_draft_tokens
         self.completed = []
         self.finished = []
+        self.drafted = []
+
+    def _prepare_for_speculative_decoding(self, batch):  # NGRAM's drafting (ngram_worker.py:307); here a record
+        self.drafted.append(batch.spec_algorithm.name)
 
     def forward_batch_generation(self, batch, on_publish=None, pp_proxy_tensors=None):
+        self._prepare_for_speculative_decoding(batch)
         if batch.fail is True:
             raise RuntimeError("target forward failed")
         predict, accept_lens, accept_index = eagle_sample(
@@ -327,6 +332,11 @@ class Recorder:
         self.calls.append(("verify", type(verifier).__name__, draft.num_tokens.tolist()))
         return (yield)
 
+    @hookimpl(wrapper=True)
+    def specplug_propose(self, proposer, contexts, options):
+        self.calls.append(("propose", proposer.name))
+        return (yield)
+
 
 @pytest.fixture
 def recorder():
@@ -362,15 +372,20 @@ def test_worker_reaches_the_method_only_through_the_session(sglang_stand_ins, si
     worker.csd.close()
 
     assert recorder.calls == [
+        ("propose", "engine"),  # NGRAM's own drafting, through specplug_propose
         ("verify", "CalibratedTreeVerifier", [2]),
         ("start", "r1", [7, 9], "sglang"),
         ("step", ["r1"], [2], [0], [0], [[3, 5]], False),  # not yet rescuable at λ = 2, learned
+        ("propose", "engine"),
         ("verify", "CalibratedTreeVerifier", [2]),
         ("step", ["r1"], [2], [2], [1], [[3, 5]], False),  # rescued 3, then exact 4
+        ("propose", "engine"),  # the NGRAM batch: drafted by the worker, nothing judged or announced
+        ("propose", "engine"),
         ("verify", "CalibratedTreeVerifier", [2]),  # the forward that failed after its verify: never announced
         ("finish", "r1", 4, "stop", [9, 3, 4, 8]),
         ("close", "csd_tree"),
     ]
+    assert worker.drafted == ["CSD", "CSD", "NGRAM", "CSD"]  # NGRAM's drafting itself ran unchanged
     assert worker.csd.memory.top(1) == [(3, 5, 2)]  # learned from the two announced steps only
     steps = session.report()["steps"]
     assert (steps["steps"], steps["proposed"], steps["accepted"], steps["rescued"]) == (2, 4, 2, 1)
@@ -389,7 +404,8 @@ def test_steps_sglang_verified_alone_are_announced_as_fallback(
     monkeypatch.setattr(worker.csd, "calibrate", lambda **_: 1 / 0)  # a bug inside the method's verify
     recorder.calls.clear()
     assert worker.forward_batch_generation(make_batch(reqs=[stand_in_req("g1")])).accept_lens.tolist() == [1]
-    assert [c[0] for c in recorder.calls] == ["start", "step"] and recorder.calls[1][-2:] == (None, True)
+    calls = [c for c in recorder.calls if c[0] != "propose"]
+    assert [c[0] for c in calls] == ["start", "step"] and calls[1][-2:] == (None, True)
     assert worker.csd.failures == 1 and len(worker.csd.memory) == 0
 
 
