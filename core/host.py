@@ -114,6 +114,15 @@ class MethodSession:
         self.closed = True
         self.pm.hook.specplug_on_session_close(session=self)
 
+    def reset_memory(self) -> None:
+        """Back to the memory the session started with (its `memory_path`, or empty): what a benchmark does after
+        warm-up so that a cold arm is really cold."""
+        for piece in (self.proposer, self.verifier):
+            reset = getattr(piece, "reset_memory", None)
+            if callable(reset):
+                reset()
+                self.memory = getattr(piece, "bank", self.memory)
+
     def report(self) -> dict[str, Any]:
         """What the hook implementations keep for this session (metrics counters, memory summaries)."""
         found: dict[str, Any] = {"method": self.method, "engine": self.engine}

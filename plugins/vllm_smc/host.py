@@ -99,7 +99,7 @@ def attach(runner: Any) -> MethodSession | None:
         _route_engine_drafter(runner, session)
     _fill_drafter_slot(runner, session)
     _fill_verifier_slot(runner, session)
-    atexit.register(session.close)  # orderly exits of this process; servers also close through `specplug_rpc`
+    atexit.register(close, runner)  # orderly exits of this process; servers also close through `specplug_rpc`
     log.info("specplug: method %s attached to the vLLM model runner", session.method)
     return session
 
@@ -186,6 +186,18 @@ def request_context(request_id: str, prompt_token_ids: Any, params: Any) -> Requ
         sampling=sampling_settings(params) if params is not None else {},
         tools=extra.get("tools"),
     )
+
+
+def close(runner: Any) -> None:
+    """Orderly end of a runner's session: requests it still holds (vLLM announces a finish only with the next step,
+    so the last ones of an idle engine are still here) leave first, then the close hooks persist memories."""
+    from specplug.plugins.vllm_smc.runner_hooks import announce_finished
+
+    session = session_of(runner)
+    if session is None or session.closed:
+        return
+    announce_finished(runner, session, list(runner.requests))
+    session.close()
 
 
 def session_of(runner: Any) -> MethodSession | None:

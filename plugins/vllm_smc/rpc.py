@@ -29,12 +29,11 @@ def specplug_rpc(worker: Any, action: str, path: str | None = None) -> dict[str,
     if action == "load":
         return _load(session, path)
     if action == "reset":
-        reset = getattr(session.proposer, "reset_memory", None)
-        if callable(reset):
-            reset()
-            session.memory = getattr(session.proposer, "bank", session.memory)
+        session.reset_memory()
     if action == "close":
-        session.close()
+        from specplug.plugins.vllm_smc.host import close
+
+        close(worker.model_runner)
     return report(session)
 
 

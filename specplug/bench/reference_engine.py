@@ -12,6 +12,8 @@ from pathlib import Path
 
 from specplug.bench.arms import Arm, csd_settings, proposer_arm, toolspec_settings
 from specplug.bench.measure import ArmJob, ArmRun, RequestRecord
+from specplug.core.host import MethodSession
+from specplug.core.types import RequestContext
 
 
 def make_proposer(arm: Arm, target, model_path: Path):
@@ -32,39 +34,34 @@ def make_proposer(arm: Arm, target, model_path: Path):
         source = model_path if o["model"] == "target" else resolve_model(o["model"])
         return DraftModelProposer(load_causal_lm(source, num_layers=o["layers"]), o["k"])
     if arm.kind == "toolspec":
-        from specplug.core.plugin_manager import get_plugin_manager
-
-        return get_plugin_manager().make_proposer("toolspec", {**toolspec_settings(arm), "tokenizer": str(model_path)})
+        return None  # the arm's session builds it
     raise ValueError(f"the reference engine has no arm kind {arm.kind}")
 
 
-def bind_requests(proposer, tag: str, prompts: list[list[int]], tools: list) -> None:
-    """Per-request drafters (ToolSpec) learn each row's request: id, prompt, tools."""
-    if not hasattr(proposer, "bind"):
-        return
-    from specplug.core.types import RequestContext
+def open_session(arm: Arm, model_path: Path, proposer) -> MethodSession | None:
+    """A specplug method's arm runs as a session of the reference runner, opened as an engine host opens it: the
+    method's plugin builds its memory and pieces, and learns from the runner's announcements (CSD's memory from
+    every step, ToolSpec's from every finished request). Other arms run the runner's plain pieces."""
+    settings = {"csd": csd_settings, "toolspec": toolspec_settings}.get(arm.kind)
+    if settings is None:
+        return None
+    k = getattr(proposer, "k", None)
+    facts = {"tokenizer": str(model_path), **({"num_speculative_tokens": k} if k else {})}
+    return MethodSession(arm.kind, settings(arm), engine="reference", facts=facts)
 
+
+def requests(tag: str, prompts: list[list[int]], tools: list) -> list[RequestContext]:
+    """One request per row: id, prompt and tools (ToolSpec's schema)."""
     tools = tools or [None] * len(prompts)
     pairs = enumerate(zip(prompts, tools, strict=True))
-    proposer.bind([RequestContext(f"{tag}-{i}", p, tenant="bench", tools=t) for i, (p, t) in pairs])
+    return [RequestContext(f"{tag}-{i}", p, tenant="bench", tools=t) for i, (p, t) in pairs]
 
 
-def make_verifier(arm: Arm):
-    """None (the runner's greedy default) except for arms a specplug verifier judges (CSD), built by the plugin
-    manager outside a host: the verifier learns online itself, and its memory persists across the arm's batches."""
-    if not arm.verifies:
-        return None
-    from specplug.core.plugin_manager import get_plugin_manager
-
-    return get_plugin_manager().make_verifier(arm.kind, csd_settings(arm))
-
-
-def write_memory(proposer, verifier, path: Path) -> None:
-    """Write the arm's memory: the verifier's (CSD's correction memory) or else the proposer's (ToolSpec's)."""
-    holder = getattr(verifier, "bank", None) or proposer
-    if not callable(getattr(holder, "save", None)):
+def write_memory(session: MethodSession | None, path: Path) -> None:
+    """Write the arm's memory (CSD's correction memory, ToolSpec's invocation memory)."""
+    if session is None or not callable(getattr(session.memory, "save", None)):
         raise ValueError("this arm keeps no memory to save")
-    holder.save(str(path))
+    session.memory.save(str(path))
 
 
 def run_arm(job: ArmJob) -> list[ArmRun]:
@@ -78,13 +75,13 @@ def run_arm(job: ArmJob) -> list[ArmRun]:
     target = load_causal_lm(job.model_path)
     runner = ReferenceRunner(target, eos_token_ids=workload.eos_token_ids)
     proposer = make_proposer(arm, target, job.model_path)
-    verifier = make_verifier(arm)
-    bind_requests(proposer, "warmup", workload.warmup, workload.warmup_tools)
-    runner.generate(workload.warmup, min(max_tokens, 8), proposer=proposer, verifier=verifier)  # not measured
+    session = open_session(arm, job.model_path, proposer)
+    warmup = requests("warmup", workload.warmup, workload.warmup_tools)
+    runner.generate(workload.warmup, min(max_tokens, 8), proposer=proposer, session=session, requests=warmup)
     runs = []
     for conc in job.concurrencies:
-        if hasattr(proposer, "reset_memory"):  # every pass starts from the arm's own memory: neither the warm-up's
-            proposer.reset_memory()  # answers nor an earlier pass's answers to these very prompts
+        if session is not None and arm.kind == "toolspec":  # every pass starts from the arm's own memory: neither
+            session.reset_memory()  # the warm-up's answers nor an earlier pass's answers to these very prompts
         records: list[RequestRecord] = []
         drafts = draft_tokens = accepted = rescued = 0
         hist: list[int] = []
@@ -92,8 +89,8 @@ def run_arm(job: ArmJob) -> list[ArmRun]:
         starts = range(0, len(workload.prompts), conc)
         for first in tqdm(starts, desc=f"  {arm.label} c={conc}", unit="batch", file=sys.stderr, leave=False):
             batch = workload.prompts[first : first + conc]
-            bind_requests(proposer, f"c{conc}-{first}", batch, workload.tools[first : first + conc])
-            got = runner.generate(batch, max_tokens, proposer=proposer, verifier=verifier)
+            rows = requests(f"c{conc}-{first}", batch, workload.tools[first : first + conc])
+            got = runner.generate(batch, max_tokens, proposer=proposer, session=session, requests=rows)
             for i, tokens in enumerate(got.tokens):
                 records.append(RequestRecord(first + i, tokens, got.first_token_s[i], got.finish_s[i], got.forwards[i]))
             drafts += len(got.stats.accepted_per_step)
@@ -112,10 +109,15 @@ def run_arm(job: ArmJob) -> list[ArmRun]:
                 draft_tokens,
                 accepted,
                 hist,
-                num_rescued=rescued if verifier is not None else None,
-                drafted_by_source=dict(proposer.drafted) if hasattr(proposer, "drafted") else None,
+                num_rescued=rescued if arm.verifies else None,
+                drafted_by_source=_drafted(session),
             )
         )
     if job.save_memory is not None:
-        write_memory(proposer, verifier, job.save_memory)
+        write_memory(session, job.save_memory)
     return runs
+
+
+def _drafted(session: MethodSession | None) -> dict | None:
+    drafted = getattr(session.proposer, "drafted", None) if session is not None else None
+    return dict(drafted) if drafted is not None else None

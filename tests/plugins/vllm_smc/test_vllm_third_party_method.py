@@ -60,7 +60,8 @@ class ToyGreedy:
         match = (draft.tokens == best[:, :k]) & valid
         accepted = match.long().cumprod(dim=1).sum(dim=1)
         cols = torch.arange(k + 1).unsqueeze(0)
-        padded = torch.cat([draft.tokens, torch.full_like(draft.tokens[:, :1], PAD_TOKEN)], dim=1)
+        tail = torch.full((draft.batch_size, 1), PAD_TOKEN, dtype=draft.tokens.dtype)
+        padded = torch.cat([draft.tokens, tail], dim=1)
         out = torch.where(cols < accepted.unsqueeze(1), padded, PAD_TOKEN)
         out = out.scatter(1, accepted.unsqueeze(1), best.gather(1, accepted.unsqueeze(1)))
         return VerifyResult(num_accepted=accepted, output_tokens=out, verdicts=torch.zeros_like(out))
@@ -158,6 +159,7 @@ if __name__ == "__main__":
                "Repeat this sentence three times: the quick brown fox jumps over the lazy dog."]
     toy_specplug.COUNTS.clear()  # count serving only, not start-up and warm-up
     outs = llm.chat([[{"role": "user", "content": p}] for p in prompts], sampling, use_tqdm=False)
+    llm.llm_engine.step()  # vLLM tells the runner a request finished with the next step; an idle LLM takes none
     print("RESULT " + json.dumps({"tokens": [list(o.outputs[0].token_ids) for o in outs],
                                   "counts": dict(toy_specplug.COUNTS)}))
 """
