@@ -77,6 +77,12 @@ class MethodSession:
             raise RuntimeError(f"specplug: method {self.method!r} has no proposer of its own")
         return self.pm.hook.specplug_propose(proposer=self.proposer, contexts=contexts, options=options)
 
+    def engine_propose(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """The engine's own drafter (`call(*args, **kwargs)`), called through `specplug_propose` so wrappers see
+        every drafting call whoever drafts. Returns what the engine's call returns."""
+        options = {"args": args, "kwargs": kwargs}
+        return self.pm.hook.specplug_propose(proposer=EngineProposer(call), contexts=(), options=options)
+
     def verify(self, draft: DraftBatch, target_logits: torch.Tensor, **options: Any) -> VerifyResult:
         if self.verifier is None:
             raise RuntimeError(f"specplug: method {self.method!r} has no verifier of its own")

@@ -94,13 +94,18 @@ def specplug_on_request_start(request: RequestContext, session: MethodSession | 
         drafter.start_request(request.request_id, request.prompt_token_ids, tools=request.tools, tenant=request.tenant)
 
 
+# Finish reasons whose (partial) answers are not remembered: the request never produced a real answer.
+UNREMEMBERED = frozenset({"abort", "aborted", "cancelled", "error", "failed"})
+
+
 @hookimpl
 def specplug_on_request_finish(
-    request_id: str, session: MethodSession | None, output_token_ids: Sequence[int] | None
+    request_id: str, finish_reason: str, session: MethodSession | None, output_token_ids: Sequence[int] | None
 ) -> None:
     drafter = _drafter(session)
     if drafter is not None and drafter.has_request(request_id):
-        drafter.finish_request(request_id, output_ids=output_token_ids)
+        remember = finish_reason not in UNREMEMBERED
+        drafter.finish_request(request_id, remember=remember, output_ids=output_token_ids if remember else None)
 
 
 @hookimpl

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from specplug.core.errors import ConfigError
-from specplug.core.host import EngineProposer, MethodSession
+from specplug.core.host import MethodSession
 from specplug.core.types import RequestContext, StepOutcome
 from specplug.plugins.sglang_csd.settings import ALGORITHM, METHODS, CSDSettings, method_config
 from specplug.plugins.sglang_csd.tree_layout import draft_batch_from_sglang, sglang_outputs
@@ -145,7 +145,7 @@ class CSDRuntime:
     def engine_propose(self, call: Callable[..., Any], *args: Any) -> Any:
         """SGLang's own drafting (`call(*args)`), made through `specplug_propose` (`core.host.EngineProposer`) so
         that wrappers see every drafting call, whoever drafts."""
-        return self.session.pm.hook.specplug_propose(proposer=EngineProposer(call), contexts=(), options={"args": args})
+        return self.session.engine_propose(call, *args)
 
     def serves(self, algorithm: Any) -> bool:
         """Whether a batch's `spec_algorithm` (an enum member or a `CustomSpecAlgo`) is the one this host serves."""

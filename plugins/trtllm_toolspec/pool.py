@@ -346,9 +346,7 @@ class ToolSpecPool:
                 self._step([rid], [last], [max(0, min(accepted, last))])
             tokens = [int(t) for t in request.get_tokens(0)]  # the answer's last tokens came after the last draft
             output = tokens[int(request.py_orig_prompt_len) :]
-            if not keep and session.proposer.has_request(rid):
-                session.proposer.finish_request(rid, remember=False)
-            reason = "stop" if remember else "abort"
+            reason = "stop" if keep else ("failed" if failed else "abort")  # the finish hook remembers only answers
             session.request_finished(rid, len(output), reason, output_token_ids=output)
         except Exception as exc:
             logger.warning("ToolSpec: could not finish request %s (its answer is not remembered): %s", rid, exc)

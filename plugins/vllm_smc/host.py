@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from specplug.core.errors import ConfigError
-from specplug.core.host import EngineProposer, MethodSession
+from specplug.core.host import MethodSession
 from specplug.core.patching import Patcher
 from specplug.core.types import RequestContext
 from specplug.plugins.vllm_smc.settings import method_settings, selected_method
@@ -26,8 +26,9 @@ log = logging.getLogger("specplug")
 # runner and its session. The one place in the vLLM adapter that names a method.
 ENGINE_MACHINERY = {"smc": "specplug.plugins.vllm_smc.smc_runner:install_smc"}
 
-# Where a request's specplug data rides in `SamplingParams.extra_args` ("toolspec" is the documented old key).
-EXTRA_ARGS_KEYS = ("specplug", "toolspec")
+# Where a request's tools and tenant ride in `SamplingParams.extra_args`: "toolspec" is the documented key (the
+# OpenAI server writes it, clients may set it through `vllm_xargs`); the method-neutral "specplug" is read too.
+EXTRA_ARGS_KEYS = ("toolspec", "specplug")
 
 # The sampling settings a method's admission hook may read (`RequestContext.sampling`).
 SAMPLING_FIELDS = (
@@ -139,11 +140,9 @@ def _route_engine_drafter(runner: Any, session: MethodSession) -> None:
     if drafter is None or isinstance(drafter, SpecplugProposer):
         return
     original = drafter.propose
-    proposer = EngineProposer(original)
 
     def propose(*args: Any, **kwargs: Any) -> Any:
-        options = {"args": args, "kwargs": kwargs}
-        return session.pm.hook.specplug_propose(proposer=proposer, contexts=(), options=options)
+        return session.engine_propose(original, *args, **kwargs)
 
     patcher = Patcher("vllm")
     patcher.patch(drafter, "propose", propose, reason="engine drafting through specplug_propose", allow_add=True)

@@ -24,8 +24,9 @@ def specplug_rpc(worker: Any, action: str, path: str | None = None) -> dict[str,
         return None
     if action not in ACTIONS:
         raise ValueError(f"specplug_rpc: unknown action {action!r} ({', '.join(ACTIONS)})")
+    failed = getattr(getattr(worker.model_runner, "drafter", None), "failed_requests", None)
     if action == "save":
-        return {"saved": _save(session, path), **report(session)}
+        return {"saved": _save(session, path), **report(session, failed)}
     if action == "load":
         return _load(session, path)
     if action == "reset":
@@ -34,11 +35,13 @@ def specplug_rpc(worker: Any, action: str, path: str | None = None) -> dict[str,
         from specplug.plugins.vllm_smc.host import close
 
         close(worker.model_runner)
-    return report(session)
+    return report(session, failed)
 
 
-def report(session: Any) -> dict[str, Any]:
+def report(session: Any, failed_requests: Any = None) -> dict[str, Any]:
     found = session.report()
+    if failed_requests is not None:  # requests whose drafting failed in the proposer slot (decoded without drafts)
+        found["failed_requests"] = len(failed_requests)
     found["stats"] = found.get("steps", {})
     drafted = getattr(session.proposer, "drafted", None)
     if drafted is not None:

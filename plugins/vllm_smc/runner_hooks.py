@@ -14,8 +14,8 @@ bootstrap in every vLLM process; generic over methods — nothing here names one
   gets vLLM's validation error, HTTP 400 on the server. vLLM refuses custom logits processors (its own
   per-request validation hook) under speculative decoding, so this is where the check can run.
 - `ChatCompletionRequest.to_sampling_params` (OpenAI server): a chat request's `tools` and `user` reach the
-  engine only as prompt text, so they are copied into `SamplingParams.extra_args["specplug"]` (tools = schema,
-  user = tenant); a client that set `vllm_xargs.specplug` (or the older `toolspec` key) itself is left alone.
+  engine only as prompt text, so they are copied into `SamplingParams.extra_args["toolspec"]` (tools = schema,
+  user = tenant); a client that set `vllm_xargs.toolspec` (or `vllm_xargs.specplug`) itself is left alone.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def announce_finished(runner: Any, session: Any, request_ids: Sequence[str]) -> 
 
 
 def with_request_tools(params: Any, tools: Sequence[Any], user: str | None) -> None:
-    """Put an OpenAI chat request's tools (and its `user` as tenant) into `params.extra_args["specplug"]`."""
+    """Put an OpenAI chat request's tools (and its `user` as tenant) into `params.extra_args["toolspec"]`."""
     from specplug.plugins.vllm_smc.host import EXTRA_ARGS_KEYS
 
     extra = dict(params.extra_args or {})

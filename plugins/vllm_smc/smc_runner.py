@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from specplug.core.errors import ConfigError
-from specplug.core.host import EngineProposer, MethodSession
+from specplug.core.host import MethodSession
 from specplug.core.patching import Patcher
 from specplug.core.smc import SMCConfig, SMCSampler
 from specplug.core.smc.rng import Stream, gumbel_argmax, stream_keys
@@ -303,9 +303,7 @@ class SMCRunner:
             base = torch.tensor(slots, dtype=torch.int64).unsqueeze(1) * gamma + torch.arange(gamma)
             keys = stream_keys(torch.tensor(seeds).unsqueeze(1), torch.tensor(cycles).unsqueeze(1), Stream.DRAFT, base)
             self._draft_rows = (req_ids, torch.tensor(particle), keys)
-        draft_ids = self.session.pm.hook.specplug_propose(
-            proposer=EngineProposer(self.original_propose), contexts=(), options={"args": args, "kwargs": kwargs}
-        )
+        draft_ids = self.session.engine_propose(self.original_propose, *args, **kwargs)
         if self._draft_rows is not None and len(self._draft_log_q) == draft_ids.shape[1]:
             log_q = torch.stack(self._draft_log_q, dim=1).cpu()
             tokens = draft_ids.to(device="cpu", dtype=torch.int64)
