@@ -1,4 +1,5 @@
-"""Method settings: merge user values over defaults and refuse unknown keys (a typo must not be ignored)."""
+"""Method settings: merge user values over defaults and refuse unknown keys (a typo must not be ignored), and the
+value checks every method's config shares."""
 
 from __future__ import annotations
 
@@ -13,3 +14,9 @@ def settings(method: str, given: Mapping[str, Any], defaults: Mapping[str, Any])
     if unknown:
         raise ConfigError(unknown[0], given[unknown[0]], f"one of {', '.join(sorted(defaults))}", method=method)
     return {**defaults, **given}
+
+
+def check_integer(name: str, value: Any, low: int, high: int, *, method: str) -> None:
+    """Refuse anything but an integer in [low, high] (booleans included: `True` is not a count)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(name, value, f"an integer in [{low}, {high}]", method=method)

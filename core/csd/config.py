@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from specplug.core.config import settings
+from specplug.core.config import check_integer, settings
 from specplug.core.errors import ConfigError
 
 METHOD = "csd"
@@ -39,8 +39,8 @@ class CSDConfig:
         tau = self.tau
         if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau <= 1:
             raise ConfigError("tau", tau, "a probability ratio in (0, 1] (1 = standard SD)", method=METHOD)
-        _integer("gamma", self.gamma, 1, 128)
-        _integer("max_pairs", self.max_pairs, 1, MAX_PAIRS_LIMIT)
+        check_integer("gamma", self.gamma, 1, 128, method=METHOD)
+        check_integer("max_pairs", self.max_pairs, 1, MAX_PAIRS_LIMIT, method=METHOD)
         if not isinstance(self.namespace, str) or not self.namespace or len(self.namespace) > 200:
             raise ConfigError("namespace", self.namespace, "a non-empty name of at most 200 characters", method=METHOD)
         if not isinstance(self.online, bool):
@@ -69,8 +69,3 @@ class CSDConfig:
     @property
     def log_tau(self) -> float:
         return math.log(self.tau)
-
-
-def _integer(name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(name, value, f"an integer in [{low}, {high}]", method=METHOD)

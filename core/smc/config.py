@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from specplug.core.config import settings
+from specplug.core.config import check_integer, settings
 from specplug.core.errors import ConfigError
 
 METHOD = "smc"
@@ -34,8 +34,8 @@ class SMCConfig:
     output_rule: str = "posterior"
 
     def __post_init__(self) -> None:
-        _integer("num_particles", self.num_particles, 1, MAX_PARTICLES)
-        _integer("gamma", self.gamma, 1, 64)
+        check_integer("num_particles", self.num_particles, 1, MAX_PARTICLES, method=METHOD)
+        check_integer("gamma", self.gamma, 1, 64, method=METHOD)
         _positive(
             "draft_temperature",
             self.draft_temperature,
@@ -60,11 +60,6 @@ class SMCConfig:
     def block_size(self) -> int:
         """Tokens every live particle commits per cycle: γ drafts plus the bonus."""
         return self.gamma + 1
-
-
-def _integer(name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(name, value, f"an integer in [{low}, {high}]", method=METHOD)
 
 
 def _positive(name: str, value: Any, allowed: str) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from specplug.core.config import settings
+from specplug.core.config import check_integer, settings
 from specplug.core.errors import ConfigError
 
 METHOD = "toolspec"
@@ -35,15 +35,15 @@ class ToolSpecConfig:
     use_recycling: bool = True
 
     def __post_init__(self) -> None:
-        _integer("num_speculative_tokens", self.num_speculative_tokens, 1, 256)
+        check_integer("num_speculative_tokens", self.num_speculative_tokens, 1, 256, method=METHOD)
         if self.tool_format not in FORMATS:
             raise ConfigError("tool_format", self.tool_format, f"one of {', '.join(FORMATS)}", method=METHOD)
-        _integer("match_min", self.match_min, 1, 64)
-        _integer("match_max", self.match_max, self.match_min, 64)
-        _integer("recycling_top_k", self.recycling_top_k, 1, 64)
-        _integer("tree_width", self.tree_width, 1, 16)
-        _integer("memory_tokens_per_tenant", self.memory_tokens_per_tenant, 0, 1 << 31)
-        _integer("memory_max_tenants", self.memory_max_tenants, 1, 1 << 20)
+        check_integer("match_min", self.match_min, 1, 64, method=METHOD)
+        check_integer("match_max", self.match_max, self.match_min, 64, method=METHOD)
+        check_integer("recycling_top_k", self.recycling_top_k, 1, 64, method=METHOD)
+        check_integer("tree_width", self.tree_width, 1, 16, method=METHOD)
+        check_integer("memory_tokens_per_tenant", self.memory_tokens_per_tenant, 0, 1 << 31, method=METHOD)
+        check_integer("memory_max_tenants", self.memory_max_tenants, 1, 1 << 20, method=METHOD)
         for name in ("memory_path", "save_path"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
@@ -56,8 +56,3 @@ class ToolSpecConfig:
     def from_mapping(cls, given: Mapping[str, Any]) -> ToolSpecConfig:
         """Build from user settings (engine flags, JSON), refusing unknown keys so a typo is not ignored."""
         return cls(**settings(METHOD, given, asdict(cls())))
-
-
-def _integer(name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(name, value, f"an integer in [{low}, {high}]", method=METHOD)
