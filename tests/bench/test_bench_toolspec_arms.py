@@ -112,7 +112,13 @@ def test_every_concurrency_pass_starts_from_the_arms_own_memory(monkeypatch) -> 
 
     monkeypatch.setattr(models, "load_causal_lm", lambda *_: None)
     monkeypatch.setattr(runner, "ReferenceRunner", Runner)
-    monkeypatch.setattr(reference_engine, "make_proposer", lambda *_: Drafter())
+    class Session:  # the arm's session, as the reference engine opens it for a specplug method
+        proposer = Drafter()
+
+        def reset_memory(self) -> None:
+            self.proposer.reset_memory()
+
+    monkeypatch.setattr(reference_engine, "open_session", lambda *_: Session())
     workload = Workload("d", ["a", "b"], [[1, 2], [3, 4]], [[5]], [0], tools=[None, None], warmup_tools=[None])
     reference_engine.run_arm(ArmJob(parse_arm("toolspec"), Path("."), workload, [1, 2], 4))
     passes = "".join("R" if e == "reset" else "g" if e == "generate" else "" for e in events)
