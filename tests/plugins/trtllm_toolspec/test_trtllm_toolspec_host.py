@@ -54,14 +54,8 @@ class Recorder:
 
 
 @pytest.fixture
-def recorder():
-    from specplug.core.plugin_manager import get_plugin_manager
-
-    pm = get_plugin_manager()
-    found = Recorder()
-    pm.register(found, name="test-recorder")
-    yield found
-    pm.unregister(name="test-recorder")
+def recorder(register_plugin):
+    return register_plugin(Recorder(), "test-recorder")
 
 
 def _answer(tokenizer) -> list[int]:

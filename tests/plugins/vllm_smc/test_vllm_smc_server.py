@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
+from .openai_server import free_port, running_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
@@ -76,12 +75,6 @@ def _until_eos(tokens: list[int], eos: list[int]) -> list[int]:
     return tokens
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(url: str, body: dict) -> tuple[int, dict]:
     request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
     try:
@@ -100,7 +93,7 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("smc-server")
     (tmp / "prom").mkdir()
     trace = tmp / "trace.jsonl"
-    port = _free_port()
+    port = free_port()
     smc = {"method": "smc", "num_particles": 4, "draft_temperature": 1.0, "trace_path": str(trace)}
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--port", str(port),
@@ -117,28 +110,9 @@ def server(tmp_path_factory):
         "TOKENIZERS_PARALLELISM": "false",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prom"),
     }
-    log = (tmp / "server.log").open("w")
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 600
-        while True:
-            assert proc.poll() is None, (tmp / "server.log").read_text()[-4000:]
-            assert time.time() < deadline, "the server did not come up in 10 minutes"
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(2)
+    with running_server(command, env, base, tmp / "server.log"):
         yield {"base": base, "model": model, "trace": trace, "log": tmp / "server.log"}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def test_server_serves_chat_and_refuses_what_smc_cannot_honour(server) -> None:

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from .openai_server import free_port, running_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
@@ -225,16 +225,10 @@ def test_a_third_party_method_and_one_wrapper_for_every_method_inside_vllm(tmp_p
     assert smc["start:smc"] >= 2 * 2  # every particle request of both user requests
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_third_party_method_behind_the_openai_server(tmp_path: Path, toy_path: Path) -> None:
     from specplug.assets import resolve_model
 
-    model, port = str(resolve_model("smollm2-135m")), _free_port()
+    model, port = str(resolve_model("smollm2-135m")), free_port()
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--port", str(port),
         "--dtype", "float32", "--enforce-eager", "--max-model-len", "512", "--max-num-seqs", "4", "--seed", "0",
@@ -242,38 +236,18 @@ def test_a_third_party_method_behind_the_openai_server(tmp_path: Path, toy_path:
         "--additional-config", json.dumps({"specplug": {"method": "toy"}}),
     ]  # fmt: skip
     env = {**_env(toy_path), "VLLM_USE_V2_MODEL_RUNNER": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
-    log_path = tmp_path / "server.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            deadline = time.time() + 600
-            while True:
-                assert proc.poll() is None, log_path.read_text()[-4000:]
-                assert time.time() < deadline, "the server did not come up in 10 minutes"
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    time.sleep(2)
-            body = {"model": model, "messages": [{"role": "user", "content": "Count from one to ten."}],
-                    "temperature": 0, "max_tokens": 16}  # fmt: skip
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/v1/chat/completions",
-                json.dumps(body).encode(),
-                {"Content-Type": "application/json"},
-            )
-            with urllib.request.urlopen(request, timeout=300) as response:
-                reply = json.loads(response.read())
-            assert reply["choices"][0]["message"]["content"]
-            assert reply["usage"]["completion_tokens"] > 0
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
-                metrics = response.read().decode()
-            drafts = [line for line in metrics.splitlines() if line.startswith("vllm:spec_decode_num_draft_tokens")]
-            assert drafts and sum(float(line.split()[-1]) for line in drafts) > 0  # the toy proposer drafted
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    base = f"http://127.0.0.1:{port}"
+    with running_server(command, env, base, tmp_path / "server.log"):
+        body = {"model": model, "messages": [{"role": "user", "content": "Count from one to ten."}],
+                "temperature": 0, "max_tokens": 16}  # fmt: skip
+        request = urllib.request.Request(
+            base + "/v1/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=300) as response:
+            reply = json.loads(response.read())
+        assert reply["choices"][0]["message"]["content"]
+        assert reply["usage"]["completion_tokens"] > 0
+        with urllib.request.urlopen(base + "/metrics", timeout=30) as response:
+            metrics = response.read().decode()
+        drafts = [line for line in metrics.splitlines() if line.startswith("vllm:spec_decode_num_draft_tokens")]
+        assert drafts and sum(float(line.split()[-1]) for line in drafts) > 0  # the toy proposer drafted
