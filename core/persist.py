@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import os
+import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from specplug.core.errors import SpecplugError
+from specplug.core.errors import ConfigError, SpecplugError
 from specplug.core.files import write_atomic
 
 FORMAT = "specplug-data"
@@ -83,3 +87,70 @@ def prompt_digest(token_ids: Sequence[int]) -> str:
 def overlapping(prompts: Iterable[Sequence[int]], digests: set[str]) -> list[int]:
     """Indices of `prompts` whose digest is in `digests` (prompts a memory has learned from)."""
     return [i for i, p in enumerate(prompts) if prompt_digest(p) in digests]
+
+
+log = logging.getLogger("specplug")
+
+
+def check_interval(name: str, value: Any, *, method: str) -> None:
+    """A save interval in seconds: a finite number ≥ 0 (0: save only at the orderly close)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+        raise ConfigError(name, value, "a number of seconds ≥ 0 (0: save only at shutdown)", method=method)
+
+
+def check_save_path(path: str | None, *, method: str) -> None:
+    """At startup: `save_path` must name a file that can be written (not a directory, in a writable folder)."""
+    if not path:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError("save_path", path, "a file path (this is a directory)", method=method)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError("save_path", path, f"a file in an existing, writable folder ({folder} is not)", method=method)
+    if target.exists() and not (target.is_file() and os.access(target, os.W_OK)):
+        raise ConfigError("save_path", path, "a regular file that can be written", method=method)
+
+
+class PeriodicSaver:
+    """Saves a memory to `path` every `interval_s` from a serving loop (in a background thread, so a step never
+    waits on the disk) and once more at close. A failed save is logged as an error with the path, never raised:
+    the bounded loss window is one interval, or nothing at an orderly shutdown."""
+
+    def __init__(self, save: Any, path: str | None, interval_s: float, what: str) -> None:
+        check_save_path(path, method=what.lower())
+        self._save, self.path, self.interval_s, self.what = save, path, interval_s, what
+        self.saved_at = time.monotonic()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def maybe_save(self) -> None:
+        if not self.path or self.interval_s <= 0 or time.monotonic() - self.saved_at < self.interval_s:
+            return
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self.saved_at = time.monotonic()
+            self._thread = threading.Thread(target=self.save, name=f"specplug-save-{self.what}", daemon=True)
+            self._thread.start()
+
+    def save(self, path: str | None = None) -> bool:
+        target = path or self.path
+        if not target:
+            return False
+        try:
+            self._save(target)
+        except Exception:
+            log.exception("specplug: could not save the %s memory to %s; serving continues", self.what, target)
+            return False
+        return True
+
+    def summary(self) -> dict[str, Any]:
+        return {"save_path": self.path, "save_interval_s": self.interval_s}
+
+    def close(self) -> bool:
+        """Wait for a running background save, then write the final one."""
+        thread = self._thread
+        if thread is not None:
+            thread.join()
+        return self.save()

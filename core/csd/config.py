@@ -14,6 +14,7 @@ from typing import Any
 
 from specplug.core.config import check_integer, settings
 from specplug.core.errors import ConfigError
+from specplug.core.persist import check_interval
 
 METHOD = "csd"
 MAX_PAIRS_LIMIT = 1 << 26  # 64M pairs: far beyond any vocabulary pair set seen in practice, still fits in RAM
@@ -29,6 +30,7 @@ class CSDConfig:
     namespace: str = "default"
     online: bool = True
     save_path: str | None = None
+    save_interval_s: float = 60.0  # background saves to save_path while serving (0: only at shutdown)
 
     def __post_init__(self) -> None:
         lam = self.lam
@@ -45,6 +47,7 @@ class CSDConfig:
             raise ConfigError("namespace", self.namespace, "a non-empty name of at most 200 characters", method=METHOD)
         if not isinstance(self.online, bool):
             raise ConfigError("online", self.online, "true or false", method=METHOD)
+        check_interval("save_interval_s", self.save_interval_s, method=METHOD)
         for name in ("memory_path", "save_path"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):

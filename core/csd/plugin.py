@@ -5,16 +5,14 @@
 - verifier: the calibrated chain or tree rule, reading the session's memory and never writing it;
 - online learning: `specplug_on_step` adds the step's judged mismatches (`outcome.extra["mismatches"]`, [M, 2]
   (draft, target) pairs) to the memory, so every engine learns the same way; hosts never announce warm-up steps;
-- persistence: the memory is saved every `SAVE_INTERVAL_S` from the step announcements (in the background) and at
-  the orderly close of the session;
+- persistence: the memory is saved every `save_interval_s` from the step announcements (in the background) and
+  at the orderly close of the session (`core.persist.PeriodicSaver`);
 - admission: greedy requests only, no logprobs.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +20,7 @@ from specplug.core.csd.config import CSDConfig
 from specplug.core.errors import ConfigError
 from specplug.core.hookspecs import hookimpl
 from specplug.core.host import draft_budget
+from specplug.core.persist import PeriodicSaver
 from specplug.core.types import MethodInfo, PluginInfo
 
 if TYPE_CHECKING:
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("specplug")
 METHODS = ("csd", "csd_tree")
 MEMORY_KINDS = (*METHODS, "correction")
-SAVE_INTERVAL_S = 60.0
 
 
 @hookimpl
@@ -89,8 +87,15 @@ def specplug_make_verifier(method: str, config: Mapping[str, Any], session: Meth
     verifier = kind(bank.memory(cfg.namespace), cfg, update_memory=cfg.online and session is None)
     verifier.bank = bank
     if session is not None:
-        session.data["csd"] = _Persistence(bank, cfg)
+        session.data["csd"] = PeriodicSaver(
+            lambda path: bank_of(session).save(path), cfg.save_path, cfg.save_interval_s, "CSD"
+        )
     return verifier
+
+
+def bank_of(session: MethodSession) -> CorrectionMemoryBank:
+    """The session's bank now (an RPC may have swapped in another file's)."""
+    return session.memory
 
 
 @hookimpl
@@ -111,49 +116,17 @@ def specplug_refuse_request(method: str, request: RequestContext) -> list[str] |
 def specplug_on_step(outcome: StepOutcome, session: MethodSession | None) -> None:
     if session is None or session.method not in METHODS:
         return
-    persistence: _Persistence | None = session.data.get("csd")
-    if persistence is None:
+    saver: PeriodicSaver | None = session.data.get("csd")
+    if saver is None:
         return
     pairs = outcome.extra.get("mismatches")
-    if persistence.config.online and pairs is not None and pairs.numel():
+    if session.verifier.config.online and pairs is not None and pairs.numel():
         session.verifier.memory.observe(pairs[:, 0], pairs[:, 1])
-    persistence.maybe_save()
+    saver.maybe_save()
 
 
 @hookimpl
 def specplug_on_session_close(session: MethodSession) -> None:
-    persistence: _Persistence | None = session.data.get("csd") if session.method in METHODS else None
-    if persistence is not None:
-        persistence.wait()
-        persistence.save()
-
-
-class _Persistence:
-    """The session's memory file: periodic background saves and the final save at close."""
-
-    def __init__(self, bank: CorrectionMemoryBank, config: CSDConfig) -> None:
-        self.bank = bank
-        self.config = config
-        self.saved_at = time.monotonic()
-        self.saving: threading.Thread | None = None
-
-    def maybe_save(self) -> None:
-        """Save in the background every SAVE_INTERVAL_S, so a step never waits on the disk."""
-        if not self.config.save_path or time.monotonic() - self.saved_at < SAVE_INTERVAL_S:
-            return
-        if self.saving is not None and self.saving.is_alive():
-            return
-        self.saved_at = time.monotonic()
-        self.saving = threading.Thread(target=self.save, name="specplug-csd-save", daemon=True)
-        self.saving.start()
-
-    def wait(self) -> None:
-        if self.saving is not None:
-            self.saving.join()
-
-    def save(self, path: str | None = None) -> bool:
-        target = path or self.config.save_path
-        return bool(target) and self.bank.save_quietly(target)
-
-    def summary(self) -> dict[str, Any]:
-        return {"save_path": self.config.save_path, "lam": self.config.lam, "tau": self.config.tau}
+    saver: PeriodicSaver | None = session.data.get("csd") if session.method in METHODS else None
+    if saver is not None:
+        saver.close()

@@ -13,6 +13,7 @@ from typing import Any
 
 from specplug.core.config import check_integer, settings
 from specplug.core.errors import ConfigError
+from specplug.core.persist import check_interval
 
 METHOD = "toolspec"
 FORMATS = ("auto", "hermes", "hermes-nl", "json", "llama3")
@@ -29,7 +30,8 @@ class ToolSpecConfig:
     memory_tokens_per_tenant: int = 200_000  # retrieval memory bound per tenant (oldest outputs go first)
     memory_max_tenants: int = 1_000  # least recently used tenant goes first
     memory_path: str | None = None  # start from this memory file (checked at startup)
-    save_path: str | None = None  # write the memory here at exit
+    save_path: str | None = None  # write the memory here at shutdown (and every save_interval_s while serving)
+    save_interval_s: float = 60.0  # background saves while serving (0: only at shutdown)
     use_schema: bool = True
     use_retrieval: bool = True
     use_recycling: bool = True
@@ -44,6 +46,7 @@ class ToolSpecConfig:
         check_integer("tree_width", self.tree_width, 1, 16, method=METHOD)
         check_integer("memory_tokens_per_tenant", self.memory_tokens_per_tenant, 0, 1 << 31, method=METHOD)
         check_integer("memory_max_tenants", self.memory_max_tenants, 1, 1 << 20, method=METHOD)
+        check_interval("save_interval_s", self.save_interval_s, method=METHOD)
         for name in ("memory_path", "save_path"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):

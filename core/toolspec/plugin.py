@@ -6,7 +6,8 @@
 - request finish: the answer joins its tenant's memory (the online learning of ToolSpec);
 - step: hosts that score drafts (the reference runner) pass `extra["scored"]` = (inputs, target logits, valid)
   and token recycling learns the target's top candidates from them;
-- close: the memory is written to `save_path`.
+- persistence: the memory is written to `save_path` every `save_interval_s` (in the background, from the step
+  announcements) and at the orderly close (`core.persist.PeriodicSaver`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from specplug.core.errors import ConfigError
 from specplug.core.hookspecs import hookimpl
 from specplug.core.host import draft_budget
+from specplug.core.persist import PeriodicSaver
 from specplug.core.toolspec.config import METHOD, ToolSpecConfig
 from specplug.core.types import MethodInfo, PluginInfo
 
@@ -80,7 +82,11 @@ def specplug_make_proposer(method: str, config: Mapping[str, Any], session: Meth
 
         tokenizer = AutoTokenizer.from_pretrained(tokenizer)
     bank = session.memory if session is not None else None
-    return ToolSpecDrafter(session_config(config, session), tokenizer, bank=bank)
+    cfg = session_config(config, session)
+    if session is not None:  # before the drafter, so a bad save_path is refused first; saves the drafter's memory
+        save = lambda path: session.proposer.save(path)  # noqa: E731
+        session.data["toolspec"] = PeriodicSaver(save, cfg.save_path, cfg.save_interval_s, "ToolSpec")
+    return ToolSpecDrafter(cfg, tokenizer, bank=bank)
 
 
 def _drafter(session: MethodSession | None) -> Any:
@@ -111,17 +117,18 @@ def specplug_on_request_finish(
 @hookimpl
 def specplug_on_step(outcome: StepOutcome, session: MethodSession | None) -> None:
     drafter = _drafter(session)
+    if drafter is None:
+        return
     scored = outcome.extra.get("scored")
-    if drafter is not None and scored is not None:
+    if scored is not None:
         drafter.observe_verify(*scored)
+    saver: PeriodicSaver | None = session.data.get("toolspec")
+    if saver is not None:
+        saver.maybe_save()
 
 
 @hookimpl
 def specplug_on_session_close(session: MethodSession) -> None:
-    drafter = _drafter(session)
-    path = drafter.config.save_path if drafter is not None else None
-    if path:
-        try:
-            drafter.save(path)
-        except Exception as exc:  # at shutdown: say so with the path, never raise into the engine
-            log.error("specplug: could not save the ToolSpec memory to %s: %s", path, exc)
+    saver: PeriodicSaver | None = session.data.get("toolspec") if _drafter(session) is not None else None
+    if saver is not None:
+        saver.close()

@@ -8,6 +8,9 @@ bootstrap in every vLLM process; generic over methods — nothing here names one
 - `GPUModelRunner._update_states`: every request that enters or leaves the runner is announced through the
   session (`specplug_on_request_start` / `specplug_on_request_finish`), with its prompt, sampling settings, tools
   and tenant; the verifier slot learns the step's row order.
+- `GPUModelRunner.shutdown` (called by the worker's own shutdown when the engine stops in order, SIGTERM
+  included): the session closes first — held requests leave, the close hooks persist memories — in the process
+  that holds it (the worker's `atexit` may never run: vLLM force-kills worker processes).
 - `GPUModelRunner._dummy_sampler_run`: vLLM's warm-up feeds the verifier random logits; the verifier slot is told
   it is warming up, so no warm-up step is announced (memories never learn from it).
 - `InputProcessor._validate_params` (front end): a request the selected method refuses (`specplug_refuse_request`)
@@ -44,6 +47,7 @@ def install() -> None:
     original_init = GPUModelRunner.__init__
     original_update = GPUModelRunner._update_states
     original_dummy = GPUModelRunner._dummy_sampler_run
+    original_shutdown = GPUModelRunner.shutdown
     original_params = ChatCompletionRequest.to_sampling_params
     original_validate = InputProcessor._validate_params
 
@@ -68,6 +72,14 @@ def install() -> None:
         if hasattr(sampler, "req_ids"):
             sampler.req_ids = list(self.input_batch.req_ids)
         return result
+
+    @functools.wraps(original_shutdown)
+    def shutdown(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            host.close(self)
+        except Exception:  # never keep vLLM from releasing its resources
+            log.exception("specplug: closing the method session at shutdown failed")
+        return original_shutdown(self, *args, **kwargs)
 
     @functools.wraps(original_dummy)
     def _dummy_sampler_run(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -96,6 +108,7 @@ def install() -> None:
 
     PATCHER.patch(GPUModelRunner, "__init__", __init__, reason="open the specplug session named in additional_config")
     PATCHER.patch(GPUModelRunner, "_update_states", _update_states, reason="announce request start and finish")
+    PATCHER.patch(GPUModelRunner, "shutdown", shutdown, reason="persist method memories at orderly shutdown")
     PATCHER.patch(
         GPUModelRunner, "_dummy_sampler_run", _dummy_sampler_run, reason="keep warm-up logits out of method memories"
     )
