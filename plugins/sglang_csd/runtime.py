@@ -19,15 +19,14 @@ How a verify step goes (driven by `verify_hook` and `worker.CSDWorker`):
 Requests are announced as started (`session.request_started`) just before the first step that verified them, and
 as finished (`session.request_finished`) when SGLang's batch-result processor tells the worker
 (`note_request_finished`). Persistence is the method's: its hooks save `save_path` periodically and at
-`session.close()`; this module adds only SGLang's own `save_interval_s` trigger (see `on_verify_complete`).
+`session.close()`; the periodic saves at `save_interval_s` are CSD's own (`core.persist.PeriodicSaver`, from the step
+announcements).
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -119,9 +118,6 @@ class CSDRuntime:
         self._rows: list[_Rows] = []
         self._requests: dict[str, Any] = {}  # announced as started, not yet finished: request id -> SGLang Req
         self.steps = self.calibrated_rows = self.rescued_tokens = self.extra_tokens = self.failures = 0
-        self._lock = threading.Lock()
-        self._last_save = time.monotonic()
-        self._save_thread: threading.Thread | None = None
         atexit.register(self.close)
 
     def _label_memory(self, model_path: str | None) -> None:
@@ -270,26 +266,14 @@ class CSDRuntime:
     # --- after the step --------------------------------------------------------------------------------------
 
     def on_verify_complete(self, num_correct_drafts_per_req: Sequence[int]) -> None:
-        """Called once SGLang has the accept counts on the CPU: the cheap moment for SGLang's `save_interval_s`.
-
-        The method's own hook also saves periodically (every 60 s for CSD, `core.csd.plugin.SAVE_INTERVAL_S`);
-        `save_interval_s` adds saves at the interval the SGLang settings ask for, until the core takes it."""
-        interval = self.settings.save_interval_s
-        if self.saver and interval > 0 and time.monotonic() - self._last_save >= interval:
-            self.save_in_background()
-
-    def save_in_background(self) -> bool:
-        """Start a save in a daemon thread unless one is running; serving never waits for the disk."""
-        with self._lock:
-            if self._save_thread is not None and self._save_thread.is_alive():
-                return False
-            self._last_save = time.monotonic()
-            self._save_thread = threading.Thread(target=self.save, name="specplug-csd-save", daemon=True)
-            self._save_thread.start()
-            return True
+        """Called once SGLang has the accept counts on the CPU: the counters the memory file records are refreshed
+        (the saves themselves are CSD's, at its `save_interval_s`, from the step announcements)."""
+        del num_correct_drafts_per_req
+        if self.saver:
+            self._record_stats()
 
     def save(self) -> bool:
-        """Write the session's memory to `save_path` (atomic, checksummed); a failure is logged, never raised."""
+        """Write the session's memory to `save_path` now (atomic, checksummed); a failure is logged, never raised."""
         save = getattr(self.session.memory, "save_quietly", None)
         if not self.saver or self.config.save_path is None or save is None:
             return False
@@ -302,9 +286,6 @@ class CSDRuntime:
         if self.session.closed:
             return False
         atexit.unregister(self.close)
-        thread = self._save_thread
-        if thread is not None:
-            thread.join()
         self._record_stats()
         self.session.close()
         return True

@@ -10,7 +10,6 @@ attributes only, so it checks SGLang's real `ServerArgs`, its resolution recorde
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -26,7 +25,7 @@ ALGORITHM = "CSD"  # --speculative-algorithm CSD (SGLang upper-cases the flag)
 METHODS: dict[str, str] = {ALGORITHM: "csd_tree"}
 CONFIG_ENV = "SPECPLUG_CSD_CONFIG"
 # Keys of the settings file that belong to the SGLang glue, not to the engine-free CSDConfig.
-GLUE_DEFAULTS: dict[str, Any] = {"save_interval_s": 60.0}  # as on vLLM
+GLUE_DEFAULTS: dict[str, Any] = {}  # none today: `save_interval_s` is CSD's own setting (core.csd.config)
 DEFAULT_NUM_DRAFT_TOKENS = 12  # SGLang's own NGRAM default (speculative_hook.py:1310-1314)
 
 
@@ -35,13 +34,16 @@ class CSDSettings:
     """Validated settings of one SGLang deployment.
 
     explicit: the keys the user wrote (so `gamma` can be told apart from its default).
-    save_interval_s: seconds between background saves of the memory to `save_path` (0: save only at exit).
     """
 
     config: CSDConfig = field(default_factory=CSDConfig)
-    save_interval_s: float = GLUE_DEFAULTS["save_interval_s"]
     source: str = "defaults"
     explicit: frozenset[str] = frozenset()
+
+    @property
+    def save_interval_s(self) -> float:
+        """Seconds between background saves of the memory to `save_path` (0: only at shutdown)."""
+        return self.config.save_interval_s
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> CSDSettings:
@@ -58,11 +60,8 @@ def settings_from_mapping(given: Mapping[str, Any], *, source: str = "mapping") 
         raise ConfigError(CONFIG_ENV, source, "a JSON/TOML object of CSD settings", method=METHOD)
     core = dict(given)
     glue = {key: core.pop(key) for key in list(core) if key in GLUE_DEFAULTS}
-    config = CSDConfig.from_mapping(core)
-    interval = glue.get("save_interval_s", GLUE_DEFAULTS["save_interval_s"])
-    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 <= interval < math.inf:
-        raise ConfigError("save_interval_s", interval, "a number of seconds ≥ 0 (0: save only at exit)", method=METHOD)
-    return CSDSettings(config=config, save_interval_s=float(interval), source=source, explicit=frozenset(given))
+    del glue
+    return CSDSettings(config=CSDConfig.from_mapping(core), source=source, explicit=frozenset(given))
 
 
 def method_config(settings: CSDSettings, *, gamma_from_engine: bool, saver: bool) -> dict[str, Any]:
