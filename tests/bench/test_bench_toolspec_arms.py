@@ -112,6 +112,7 @@ def test_every_concurrency_pass_starts_from_the_arms_own_memory(monkeypatch) -> 
 
     monkeypatch.setattr(models, "load_causal_lm", lambda *_: None)
     monkeypatch.setattr(runner, "ReferenceRunner", Runner)
+
     class Session:  # the arm's session, as the reference engine opens it for a specplug method
         proposer = Drafter()
 
