@@ -13,7 +13,6 @@ sees the same steps in the same order, so every rank's memories take the same de
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +23,6 @@ if TYPE_CHECKING:
 
     from specplug.core.plugin_manager import SpecplugPluginManager
     from specplug.core.types import DraftBatch, Proposer, RequestContext, StepOutcome, Verifier, VerifyResult
-
-log = logging.getLogger("specplug")
 
 
 class MethodSession:

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
     from specplug.core.host import MethodSession
     from specplug.core.types import RequestContext, StepOutcome, Verifier
 
-log = logging.getLogger("specplug")
 METHODS = ("csd", "csd_tree")
 MEMORY_KINDS = (*METHODS, "correction")
 

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
     from specplug.core.host import MethodSession
     from specplug.core.types import Proposer, RequestContext, StepOutcome
 
-log = logging.getLogger("specplug")
 MEMORY_KINDS = (METHOD, "invocation")
 
 

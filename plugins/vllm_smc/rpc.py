@@ -28,7 +28,7 @@ def specplug_rpc(worker: Any, action: str, path: str | None = None) -> dict[str,
     if action == "save":
         return {"saved": _save(session, path), **report(session, failed)}
     if action == "load":
-        return _load(session, path)
+        return {**_load(session, path), **report(session, failed)}
     if action == "reset":
         session.reset_memory()
     if action == "close":
@@ -78,7 +78,7 @@ def _load(session: Any, path: str | None) -> dict[str, Any]:
     except DataFileError as exc:
         log.error("specplug: %s; %s keeps serving with its current memory", exc, session.method)
         return {"loaded": False, "error": str(exc)}
-    return {"loaded": True, **report(session)}
+    return {"loaded": True}
 
 
 # The documented per-method entry points of earlier releases: the same function.
