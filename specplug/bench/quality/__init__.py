@@ -50,6 +50,7 @@ class Scorer:
 
     def __post_init__(self) -> None:
         self._cache: dict[tuple[int, str], bool] = {}
+        self._outcomes: dict[tuple[int, str], tuple[str, ...]] = {}
         tasks = {task_of(r) for r in self.records} - {None}
         self.metric = "; ".join(METRICS[t] for t in sorted(tasks)) or None
 
@@ -71,6 +72,22 @@ class Scorer:
         """accuracy (fraction of scorable prompts correct), and the indices of the failed ones; None if none apply."""
         return summary(self.judge(outputs))
 
+    def outcomes(self, outputs: dict[int, list[int]]) -> dict[int, tuple[str, ...]]:
+        """Per-test outcomes, per workload index, of the HumanEval outputs: the input of `agreement_with`."""
+        from specplug.bench.quality import humaneval
+
+        results: dict[int, tuple[str, ...]] = {}
+        for index, ids in sorted(outputs.items()):
+            record = self.records[index]
+            if task_of(record) != "humaneval":
+                continue
+            text = self.decode(ids)
+            key = (index, text)
+            if key not in self._outcomes:
+                self._outcomes[key] = humaneval.test_outcomes(text, record.gold, record.extra["prompt"])
+            results[index] = self._outcomes[key]
+        return results
+
 
 def summary(verdicts: dict[int, bool]) -> dict[str, object]:
     """The accuracy keys of a results.json record from per-prompt verdicts."""
@@ -80,4 +97,30 @@ def summary(verdicts: dict[int, bool]) -> dict[str, object]:
         "accuracy": sum(verdicts.values()) / len(verdicts),
         "accuracy_scored": len(verdicts),
         "accuracy_failed": [i for i, ok in verdicts.items() if not ok],
+    }
+
+
+def agreement_with(
+    reference_outcomes: dict[int, tuple[str, ...]], arm_outcomes: dict[int, tuple[str, ...]]
+) -> dict[str, object]:
+    """How alike an arm's code behaves to the reference arm's (ar), test by test, over the prompts both scored.
+
+    A signal where pass@1 has none: two failing replies that fail the same tests the same way agree.
+    functional_agreement: fraction of prompts whose outcomes all equal the reference's; test_agreement: fraction
+    of all their tests with equal outcomes; agreement_differs: the prompts that do not agree. None if no overlap.
+    """
+    common = sorted(reference_outcomes.keys() & arm_outcomes.keys())
+    if not common:
+        return {"functional_agreement": None}
+    pairs = [(reference_outcomes[i], arm_outcomes[i]) for i in common]
+    for index, (ref, arm) in zip(common, pairs, strict=True):
+        if len(ref) != len(arm):
+            raise ValueError(f"prompt {index}: {len(ref)} reference test outcomes but {len(arm)} for the arm")
+    tests = sum(len(ref) for ref, _ in pairs)
+    same_tests = sum(a == b for ref, arm in pairs for a, b in zip(ref, arm, strict=True))
+    return {
+        "functional_agreement": sum(ref == arm for ref, arm in pairs) / len(pairs),
+        "test_agreement": same_tests / tests if tests else 1.0,
+        "agreement_scored": len(pairs),
+        "agreement_differs": [i for i, (ref, arm) in zip(common, pairs, strict=True) if ref != arm],
     }
