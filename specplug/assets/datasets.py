@@ -14,11 +14,13 @@ import gzip
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from specplug.assets.bfcl_exec import BACKEND_MEMBERS as BFCL_BACKEND_MEMBERS
+from specplug.assets.bfcl_exec import Conversation, backend_classes, parse_gold_call
 from specplug.assets.cache import (
     AssetError,
     ChecksumError,
@@ -70,6 +72,9 @@ class DatasetSpec:
     license: str
     loader: Callable[[Path], list[PromptRecord]]
     splits: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # split -> categories
+    # Splits whose records come from their own loader (derived views, e.g. one record per conversation turn);
+    # they are not part of the dataset's default, all-records load.
+    split_loaders: Mapping[str, Callable[[Path], list[PromptRecord]]] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -158,6 +163,8 @@ BFCL_CLASS_DOCS = {
     "TravelAPI": "travel_booking.json",
     "VehicleControlAPI": "vehicle_control.json",
 }
+# BFCL's user turn when a miss_func entry adds a withheld function (DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_FC)
+BFCL_ADDED_FUNCTIONS_PROMPT = "I have updated some more functions you can choose from. What about now?"
 
 # BFCL (and Java/JavaScript) type names -> JSON Schema types; None means "any value" (no "type" keyword).
 _SCHEMA_TYPES: dict[str, str | None] = {
@@ -320,6 +327,25 @@ def _load_bfcl(root: Path) -> list[PromptRecord]:
                 truth = answers[row["id"]]["ground_truth"]
                 gold = {"ground_truth": truth, "reference_calls": bfcl_reference_calls(truth)}
             records.append(_bfcl_record(row, cat, row["function"], gold))
+    for cat, row, truth, functions, missed in _bfcl_multi_turn_entries(data):
+        extra = {
+            "turns": copy.deepcopy(row["question"]),
+            "initial_config": row.get("initial_config", {}),
+            "involved_classes": row["involved_classes"],
+            "missed_function": {turn: [to_openai_tool(f) for f in docs] for turn, docs in missed.items()},
+        }
+        records.append(_bfcl_record(row, cat, functions, {"turns": truth}, extra))
+    return records
+
+
+def _bfcl_multi_turn_entries(
+    data: Path,
+) -> Iterator[tuple[str, dict[str, Any], list[list[str]], list[dict[str, Any]], dict[str, list[dict[str, Any]]]]]:
+    """(category, entry, gold call strings per turn, functions at turn 0, {turn: functions added then}).
+
+    As BFCL prepares an entry: the docs of its involved classes, minus the functions a miss_func entry withholds
+    until a later turn (bfcl_eval/utils.py, populate_test_cases_with_predefined_functions).
+    """
     docs = {cls: _read_jsonl(data / "multi_turn_func_doc" / file) for cls, file in BFCL_CLASS_DOCS.items()}
     for cat in BFCL_MULTI_TURN:
         answers = _jsonl_by_id(data / f"possible_answer/BFCL_v4_{cat}.json")
@@ -327,16 +353,93 @@ def _load_bfcl(root: Path) -> list[PromptRecord]:
             functions = [f for cls in row["involved_classes"] for f in docs[cls]]
             missed: dict[str, list[dict[str, Any]]] = {}
             for turn, names in row.get("missed_function", {}).items():
-                missed[turn] = [to_openai_tool(f) for f in functions if f["name"] in names]
+                missed[turn] = [f for f in functions if f["name"] in names]
                 functions = [f for f in functions if f["name"] not in names]
-            extra = {
-                "turns": copy.deepcopy(row["question"]),
-                "initial_config": row.get("initial_config", {}),
-                "involved_classes": row["involved_classes"],
-                "missed_function": missed,
-            }
-            records.append(_bfcl_record(row, cat, functions, {"turns": answers[row["id"]]["ground_truth"]}, extra))
+            truth = answers[row["id"]]["ground_truth"]
+            if len(truth) != len(row["question"]):
+                raise AssetError(f"BFCL entry {row['id']} has {len(row['question'])} turns but {len(truth)} gold turns")
+            yield cat, row, truth, functions, missed
+
+
+def _load_bfcl_turns(root: Path) -> list[PromptRecord]:
+    """One record per turn of every multi-turn entry (3,336 turns of 800 conversations), consecutive per entry.
+
+    The history is what a model that produced exactly the gold would have seen: each earlier user turn, then each
+    gold call of that turn as an assistant `tool_calls` message followed by its `tool` result, computed by BFCL's
+    own backends (specplug/assets/bfcl_exec.py). Gold lists a turn's calls without step boundaries, so each call is
+    its own step, as in ToolTalk records. Tools are the functions available at that turn (a withheld miss_func
+    function appears from the turn BFCL adds it, with BFCL's "I have updated some more functions" user turn).
+    Gold: {"calls": [{"name", "arguments"}], "turn": k}; empty when the model should not call (miss_param asks
+    for the missing value); positional gold arguments are named from the backend's signature.
+    """
+    classes = backend_classes(root)
+    converted: dict[str, dict[str, Any]] = {}  # every entry shares the same class docs: convert each once
+
+    def tool(function: dict[str, Any]) -> dict[str, Any]:
+        if function["name"] not in converted:
+            converted[function["name"]] = to_openai_tool(function)
+        return converted[function["name"]]
+
+    records = []
+    for cat, row, truth, functions, missed in _bfcl_multi_turn_entries(root / _BFCL):
+        backends = Conversation(
+            classes, row["involved_classes"], row.get("initial_config", {}), long_context="long_context" in cat
+        )
+        tools = [tool(f) for f in functions]
+        history: list[dict[str, Any]] = []
+        n_calls = 0
+        for turn, (question, gold) in enumerate(zip(row["question"], truth, strict=True)):
+            if str(turn) in missed:
+                tools = [*tools, *(tool(f) for f in missed[str(turn)])]
+                question = question or [{"role": "user", "content": BFCL_ADDED_FUNCTIONS_PROMPT}]
+            history.extend(copy.deepcopy(question))
+            executed = [backends.execute(parse_gold_call(text)) for text in gold]
+            records.append(
+                PromptRecord(
+                    id=f"{row['id']}/turn{turn}",
+                    dataset="bfcl",
+                    category=cat,
+                    messages=_copy_json(history),
+                    tools=list(tools),  # the tool dicts are shared by every record (read-only, like all records)
+                    gold={"calls": _copy_json([call for call, _ in executed]), "turn": turn},
+                    extra={
+                        "conversation_id": row["id"],
+                        "turn": turn,
+                        "num_turns": len(row["question"]),
+                        "involved_classes": row["involved_classes"],
+                        "call_strings": list(gold),
+                        "results": [result for _, result in executed],
+                    },
+                )
+            )
+            for call, result in executed:
+                history.extend(_tool_call_messages(call["name"], call["arguments"], result, f"call_{n_calls}"))
+                n_calls += 1
     return records
+
+
+def _copy_json(value: Any) -> Any:
+    """A deep copy of JSON-shaped data (dicts, lists, scalars) that shares the immutable leaves; several times
+    faster than copy.deepcopy, which matters for 3,336 records that each repeat their conversation's history."""
+    if isinstance(value, dict):
+        return {key: _copy_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy_json(item) for item in value]
+    return value
+
+
+def _tool_call_messages(name: str, arguments: Mapping[str, Any], result: str, call_id: str) -> list[dict[str, Any]]:
+    """One executed call as the OpenAI messages a model's step leaves: assistant `tool_calls`, then `tool`."""
+    return [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": call_id, "name": name, "content": result},
+    ]
 
 
 # --------------------------------------------------------------------------------------------------- ToolTalk
@@ -394,25 +497,8 @@ def _literal_class_attrs(node: ast.ClassDef) -> dict[str, Any]:
 def _tooltalk_call_messages(api: Mapping[str, Any], call_id: str) -> list[dict[str, Any]]:
     request = api["request"]
     arguments = {k: v for k, v in (request.get("parameters") or {}).items() if k != "session_token"}
-    return [
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": call_id,
-                    "type": "function",
-                    "function": {"name": request["api_name"], "arguments": json.dumps(arguments)},
-                }
-            ],
-        },
-        {
-            "role": "tool",
-            "tool_call_id": call_id,
-            "name": request["api_name"],
-            "content": json.dumps({"response": api.get("response"), "exception": api.get("exception")}),
-        },
-    ]
+    result = json.dumps({"response": api.get("response"), "exception": api.get("exception")})
+    return _tool_call_messages(request["api_name"], arguments, result, call_id)
 
 
 def _load_tooltalk(root: Path) -> list[PromptRecord]:
@@ -504,12 +590,22 @@ DATASETS: dict[str, DatasetSpec] = {
                 *(f"{_BFCL}BFCL_v4_{c}.json" for c in (*BFCL_SINGLE_TURN, *BFCL_IRRELEVANCE, *BFCL_MULTI_TURN)),
                 *(f"{_BFCL}possible_answer/BFCL_v4_{c}.json" for c in (*BFCL_SINGLE_TURN, *BFCL_MULTI_TURN)),
                 f"{_BFCL}multi_turn_func_doc/",
+                *BFCL_BACKEND_MEMBERS,  # BFCL's multi-turn backends, to execute gold calls (bfcl_exec.py)
             ),
-            content_sha256="90654243688ceeb1bca4d630e8b7e23149639b65d4e8a3ac89f76cbf50d8b126",
-            description="BFCL v4: 2,501 single-turn with gold, 1,140 irrelevance, 800 multi-turn tool-call prompts",
+            content_sha256="d1661a77a253872e40d7f1bf0a44d54029968818fa416ff16a453088b7712fc0",
+            description=(
+                "BFCL v4: 2,501 single-turn with gold, 1,140 irrelevance, 800 multi-turn tool-call prompts "
+                "(multi_turn_turns: their 3,336 turns, with executed gold history)"
+            ),
             license="Apache-2.0",
             loader=_load_bfcl,
-            splits={"single_turn": BFCL_SINGLE_TURN, "irrelevance": BFCL_IRRELEVANCE, "multi_turn": BFCL_MULTI_TURN},
+            splits={
+                "single_turn": BFCL_SINGLE_TURN,
+                "irrelevance": BFCL_IRRELEVANCE,
+                "multi_turn": BFCL_MULTI_TURN,
+                "multi_turn_turns": BFCL_MULTI_TURN,
+            },
+            split_loaders={"multi_turn_turns": _load_bfcl_turns},
         ),
         DatasetSpec(
             name="tooltalk",
@@ -647,17 +743,20 @@ def load_dataset(
 ) -> list[PromptRecord]:
     """Records of a known dataset (pulled and verified first) or of a local JSONL file, in a fixed order.
 
-    `split` picks a named group of categories (bfcl: single_turn, irrelevance, multi_turn; tooltalk: easy,
-    tooltalk); None means all records. `category` keeps only these categories; `limit` keeps the first N.
+    `split` picks a named group of categories (bfcl: single_turn, irrelevance, multi_turn, multi_turn_turns;
+    tooltalk: easy, tooltalk); None means all records (a split with its own loader, such as bfcl's
+    multi_turn_turns — one record per turn — is only loaded when asked for). `category` keeps only these
+    categories; `limit` keeps the first N.
     """
     text = os.fspath(name)
     if text in DATASETS:
         spec = DATASETS[text]
-        records = spec.loader(pull_dataset(text, fetcher=fetcher, root=root))
+        if split is not None and split not in spec.splits:
+            allowed = ", ".join(spec.splits) or "none (this dataset has no splits)"
+            raise AssetError(f"dataset {text!r} has no split {split!r}; splits: {allowed}")
+        loader = spec.split_loaders.get(split, spec.loader) if split is not None else spec.loader
+        records = loader(pull_dataset(text, fetcher=fetcher, root=root))
         if split is not None:
-            if split not in spec.splits:
-                allowed = ", ".join(spec.splits) or "none (this dataset has no splits)"
-                raise AssetError(f"dataset {text!r} has no split {split!r}; splits: {allowed}")
             records = [r for r in records if r.category in spec.splits[split]]
     elif Path(text).expanduser().is_file():
         if split is not None:
