@@ -12,7 +12,11 @@ from dataclasses import dataclass
 
 from specplug.assets.datasets import PromptRecord
 
-METRICS = {"bfcl": "BFCL call match (AST-style)", "humaneval": "HumanEval pass@1 (sandboxed, 10 s timeout)"}
+METRICS = {
+    "bfcl": "BFCL call match (AST-style)",
+    "humaneval": "HumanEval pass@1 (sandboxed, 10 s timeout)",
+    "toolcalls": "tool-call match (the turn's gold calls, any order)",
+}
 
 
 def task_of(record: PromptRecord) -> str | None:
@@ -25,6 +29,9 @@ def task_of(record: PromptRecord) -> str | None:
         return "bfcl"  # single-turn BFCL: [{function: {arg: [acceptable, …]}}, …]
     if {"test", "entry_point"} <= set(gold) and "prompt" in record.extra:
         return "humaneval"
+    calls = gold.get("calls")
+    if isinstance(calls, list) and all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in calls):
+        return "toolcalls"  # one turn's exact calls: BFCL multi_turn_turns, ToolTalk
     return None
 
 
@@ -38,6 +45,10 @@ def score_one(record: PromptRecord, text: str) -> bool:
         from specplug.bench.quality import humaneval
 
         return humaneval.score(text, record.gold, record.extra["prompt"])
+    if task == "toolcalls":
+        from specplug.bench.quality import toolcalls
+
+        return toolcalls.score(text, record.gold)
     raise ValueError(f"record {record.id} has no scorable gold")
 
 
