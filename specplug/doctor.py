@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 
 from specplug import __version__
+from specplug.bench.availability import suffix_unavailable_reason
 from specplug.core.engines import ENGINES, engine_status
 from specplug.core.plugin_manager import create_plugin_manager
 
@@ -43,6 +44,8 @@ class Report:
     engines: list[dict] = field(default_factory=list)
     plugins: list[dict] = field(default_factory=list)
     methods: list[dict] = field(default_factory=list)
+    # vLLM's built-in `suffix` method (a bench arm; optional, never a problem): {"available": bool, "detail": str}
+    vllm_suffix: dict = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -117,6 +120,8 @@ def collect(required: list[str]) -> Report:
         report.problems.append(f"plugin {name} failed to load: {error}")
     if report.torch:
         _check_torch_companions(report)
+    reason = suffix_unavailable_reason()
+    report.vllm_suffix = {"available": reason is None, "detail": reason or "arctic_inference suffix extension imports"}
     return report
 
 
@@ -154,6 +159,9 @@ def _print(report: Report) -> None:
         print("  (none)")
     for m in report.methods:
         print(f"  {m['name']:<14} {m['role']:<9} {m['status']:<12} [{m['plugin']}] {m['summary']}")
+    if report.vllm_suffix:
+        state = "available" if report.vllm_suffix["available"] else "unavailable"
+        print(f"\nvLLM `suffix` method: {state}: {report.vllm_suffix['detail']}")
     for warning in report.warnings:
         print(f"\nwarning: {warning}")
     if report.problems:
