@@ -10,6 +10,13 @@ csd[:proposer=ngram|draft_model:…:lam=6:tau=0.01:memory=FILE:namespace=default
 toolspec[:k=8:memory=FILE:format=auto:schema=1:retrieval=1:recycling=1]  ToolSpec drafts (schema-forced tokens,
                         retrieval, token recycling; 0 switches a source off); memory = a warm retrieval memory file
                         (`specplug toolspec remember`), none = cold. Each request's tools come from the dataset.
+suffix[:k=24:depth=24:factor=1.0:prob=0.1]  vLLM's built-in suffix decoding (ArcticInference's suffix trees over the
+                        prompt and earlier outputs; needs `bash scripts/install-suffix.sh`): k drafts at most, tree
+                        depth, max spec factor, min token probability
+smc[:n=4:k=3:model=smollm2-135m:layers=20:dt=0.7:threshold=0.5]  SMC-SD: n particles, γ=k draft tokens per cycle from
+                        `model` (its first `layers` layers; 0 = all) at draft temperature dt, ESS resampling threshold
+spec:method=NAME[:k=N:key=value…]  any other `--speculative-config` of the engine, passed through as given
+                        (`k` is num_speculative_tokens), e.g. spec:method=eagle:model=PATH:k=3
 """
 
 from __future__ import annotations
@@ -37,7 +44,11 @@ ARM_KINDS: dict[str, dict[str, Any]] = {
         "namespace": "default",
     },
     "toolspec": {"k": 8, "memory": "", "format": "auto", "schema": 1, "retrieval": 1, "recycling": 1},
+    "suffix": {"k": 24, "depth": 24, "factor": 1.0, "prob": 0.1},
+    "smc": {"n": 4, "k": 3, "model": "smollm2-135m", "layers": 20, "dt": 0.7, "threshold": 0.5},
+    "spec": {"method": None},  # free-form: every other key is passed through to the engine's speculative config
 }
+FREE_FORM_KINDS = {"spec"}
 CSD_PROPOSERS = ("ngram", "draft_model")
 
 
@@ -73,13 +84,19 @@ def parse_arm(spec: str) -> Arm:
     options = dict(ARM_KINDS[kind])
     for pair in pairs:
         key, sep, raw = pair.partition("=")
-        if not sep or key not in ARM_KINDS[kind]:
+        if not sep or (key not in ARM_KINDS[kind] and kind not in FREE_FORM_KINDS):
             raise ConfigError("arm", spec, f"settings of {kind}: {', '.join(ARM_KINDS[kind]) or 'none'}")
         options[key] = _value(raw)
-    missing = [k for k, v in options.items() if v is None and ARM_KINDS[kind][k] is None and k != "layers"]
+    missing = [k for k, v in options.items() if v is None and ARM_KINDS[kind].get(k, 0) is None and k != "layers"]
     if missing:
         raise ConfigError("arm", spec, f"{kind} needs {', '.join(f'{m}=…' for m in missing)}")
     arm = Arm(label=spec.strip(), kind=kind, options=options)
+    if kind == "smc":
+        from specplug.core.smc.config import SMCConfig
+
+        if not isinstance(options["layers"], int) or options["layers"] < 0:
+            raise ConfigError("arm", spec, "smc layers= an integer >= 0 (0 = the whole draft model)")
+        SMCConfig.from_mapping(smc_settings(arm) | {"gamma": options["k"]})  # bad values fail before any engine
     if kind == "csd":
         if options["proposer"] not in CSD_PROPOSERS:
             raise ConfigError("arm", spec, f"csd proposer= one of {', '.join(CSD_PROPOSERS)}")
@@ -96,10 +113,13 @@ def parse_arm(spec: str) -> Arm:
 
 
 def proposer_arm(arm: Arm) -> Arm:
-    """The proposer a CSD arm verifies, as the plain arm the engines already know how to build."""
+    """The proposer a CSD or SMC-SD arm verifies, as the plain arm the engines already know how to build."""
+    o = arm.options
+    if arm.kind == "smc":
+        layers = {"layers": o["layers"]} if o["layers"] else {"layers": None}
+        return Arm(label=arm.label, kind="draft_model", options={"model": o["model"], "k": o["k"], **layers})
     if arm.kind != "csd":
         return arm
-    o = arm.options
     keys = ARM_KINDS[o["proposer"]]
     return Arm(label=arm.label, kind=o["proposer"], options={k: o[k] for k in keys})
 
@@ -114,6 +134,12 @@ def csd_settings(arm: Arm) -> dict[str, Any]:
         "memory_path": o["memory"] or None,
         "namespace": o["namespace"],
     }
+
+
+def smc_settings(arm: Arm) -> dict[str, Any]:
+    """SMC-SD's own settings of an smc arm (the engine-neutral SMCConfig keys; γ is the draft's k)."""
+    o = arm.options
+    return {"num_particles": o["n"], "draft_temperature": o["dt"], "resample_threshold": o["threshold"]}
 
 
 def toolspec_settings(arm: Arm) -> dict[str, Any]:

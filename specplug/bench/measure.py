@@ -16,6 +16,17 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Pass:
+    """One workload an engine serves in a suite run: its prompts at each concurrency, greedy or sampled."""
+
+    name: str
+    workload: Workload
+    max_tokens: int
+    concurrencies: list[int]
+    temperature: float = 0.0
+
+
+@dataclass(frozen=True)
 class ArmJob:
     """What an engine (`vllm_engine`, `reference_engine`: `run_arm(job) -> list[ArmRun]`) is asked to run: one arm
     on the workload's prompts, once per concurrency level, after its warm-up prompts."""
@@ -27,6 +38,8 @@ class ArmJob:
     max_tokens: int
     timeout_s: float = 3600.0  # the arm fails past it (engines in their own process)
     save_memory: Path | None = None  # where a CSD or ToolSpec arm's memory is written at the end
+    passes: list[Pass] | None = None  # a suite: several workloads on one engine (then `workload` is unused)
+    engine_settings: dict | None = None  # a suite's shared engine arguments (else the engine's defaults)
 
 
 @dataclass
@@ -53,6 +66,8 @@ class ArmRun:
     error: str | None = None
     num_rescued: int | None = None  # accepted drafts only CSD's calibrated rule kept (None: not a CSD arm)
     drafted_by_source: dict[str, int] | None = None  # ToolSpec: draft tokens per source (schema, memory, …)
+    workload: str | None = None  # the suite workload this run belongs to
+    startup_s: float | None = None  # engine start (imports, load, profiling), reported apart from decoding
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -84,6 +99,7 @@ def summarize(run: ArmRun, reference: ArmRun | None) -> dict:
         "num_draft_tokens": run.num_draft_tokens,
         "num_accepted_tokens": run.num_accepted_tokens,
         "num_rescued": run.num_rescued,
+        "engine_startup_s": run.startup_s,
         "drafted_by_source": run.drafted_by_source,
         "exact_match": None,
         "accuracy": None,
@@ -136,18 +152,40 @@ def divergence_gaps(
 def nll_per_token(model, prompts: list[list[int]], outputs: list[list[int]], temperature: float) -> float:
     """Mean −log p_T(token) of generated tokens under the target at `temperature`, one fresh forward per sequence
     (the quality figure of sampled arms: a sampler that follows the target scores close to plain sampling)."""
+    per = nll_per_sequence(model, prompts, outputs, temperature)
+    count = sum(n for _, n in per)
+    return sum(total for total, _ in per) / count if count else float("nan")
+
+
+def nll_per_sequence(
+    model, prompts: list[list[int]], outputs: list[list[int]], temperature: float
+) -> list[tuple[float, int]]:
+    """(−Σ log p_T(token), token count) per non-empty output: the pieces of `nll_per_token`, kept apart so a report
+    can put a standard error beside the mean (sampled text from 8 prompts is noisy)."""
     import torch
 
-    total, count = 0.0, 0
+    per = []
     with torch.no_grad():
         for prompt, out in zip(prompts, outputs, strict=True):
             if not out:
                 continue
             ids = torch.tensor([list(prompt) + list(out)])
             logp = torch.log_softmax(model(input_ids=ids).logits[0, len(prompt) - 1 : -1].double() / temperature, -1)
-            total -= float(logp.gather(-1, torch.tensor(out).unsqueeze(-1)).sum())
-            count += len(out)
-    return total / count if count else float("nan")
+            per.append((-float(logp.gather(-1, torch.tensor(out).unsqueeze(-1)).sum()), len(out)))
+    return per
+
+
+def ratio_standard_error(per: list[tuple[float, int]]) -> float:
+    """Standard error of Σ total / Σ count over sequences (the delta method for a ratio of sums): how far the
+    per-token mean could move with other prompts and seeds."""
+    n = len(per)
+    count = sum(c for _, c in per)
+    if n < 2 or count == 0:
+        return float("nan")
+    mean = sum(t for t, _ in per) / count
+    avg = count / n
+    var = sum((t - mean * c) ** 2 for t, c in per) / (n - 1)
+    return (var / n) ** 0.5 / avg
 
 
 def distinct_bigrams(outputs: list[list[int]]) -> float:

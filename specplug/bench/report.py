@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 SCHEMA_VERSION = 1
-BUILTIN_KINDS = {"ngram", "draft_model"}  # the engines' own speculative methods
+BUILTIN_KINDS = {"ngram", "draft_model", "suffix", "spec"}  # the engines' own speculative methods
 
 
 def add_ratios(records: list[dict], kinds: dict[str, str]) -> None:
@@ -54,7 +54,7 @@ def markdown(results: dict) -> str:
         f"`{json.dumps(results['engine_settings'])}`",
         _machine_line(results),
         f"Prompts: {results['num_prompts']} from {results['dataset']} (token digest {results['prompt_digest']}), "
-        f"max {results['max_tokens']} new tokens, greedy; warm-up excluded; rounds: {results['rounds']}.",
+        f"max {results['max_tokens']} new tokens, {_sampling(results)}; warm-up excluded; rounds: {results['rounds']}.",
         f"Prompt rendering: {results.get('prompt_rendering') or 'the model chat template'}.",
         f"Accuracy: {metric}, scored the same way for every arm."
         if metric
@@ -89,6 +89,9 @@ def markdown(results: dict) -> str:
         "divergence from `ar` is checked: a near-tie means the target's top-2 logits at the first differing token "
         "are within 1e-3 (fresh fp32 forward), i.e. floating-point reordering, not a wrong draft accepted.",
     ]
+    lines += _quality_table(results)
+    if results.get("unavailable"):
+        lines += ["", *(f"Arm `{arm}` unavailable: {why}." for arm, why in results["unavailable"].items())]
     extra = [r for r in results["records"] if r.get("drafted_by_source") or r.get("tool_call_token_fraction")]
     if extra:
         lines += ["", "| round | conc | arm | tool-call tokens | draft tokens by source |", "|---|---|---|---|---|"]
@@ -106,6 +109,45 @@ def markdown(results: dict) -> str:
     if results.get("plots"):
         lines += ["", *(f"![{Path(name).stem}]({name})" for name in results["plots"])]
     return "\n".join(lines) + "\n"
+
+
+def _sampling(results: dict) -> str:
+    t = (results.get("sampling") or {}).get("temperature") or 0
+    return f"sampled at temperature {t} (seed 1000 + prompt index, the same in every arm)" if t else "greedy"
+
+
+QUALITY_COLUMNS = {  # key: (header, format)
+    "functional_agreement": ("functional agreement vs ar", ".2f"),
+    "test_agreement": ("per-test agreement vs ar", ".2f"),
+    "call_agreement": ("tool calls equal ar's", ".2f"),
+    "mean_logp": ("target log p / token", ".3f"),
+    "logp_change_vs_ar": ("log p vs ar", "+.1%"),
+    "distinct_bigrams": ("distinct bigrams", ".3f"),
+    "bigram_change_vs_ar": ("bigrams vs ar", "+.1%"),
+}
+
+
+def _quality_table(results: dict) -> list[str]:
+    """The quality figures with signal (functional agreement, call agreement, sampled-text scores), where measured."""
+    keys = [k for k in QUALITY_COLUMNS if any(r.get(k) is not None for r in results["records"])]
+    if not keys:
+        return []
+    lines = [
+        "",
+        "| round | conc | arm | " + " | ".join(QUALITY_COLUMNS[k][0] for k in keys) + " |",
+        "|---|---|---|" + "---|" * len(keys),
+    ]
+    for r in results["records"]:
+        if "error" not in r:
+            cells = " | ".join(_fmt(r.get(k), QUALITY_COLUMNS[k][1]) for k in keys)
+            lines.append(f"| {r['round']} | {r['concurrency']} | {r['arm']} | {cells} |")
+    lines += [
+        "",
+        "Functional agreement: share of prompts whose completion has the same per-test outcomes as `ar`'s on the "
+        "task's tests (a signal even where both fail). Sampled text: mean target log-prob per output token (fresh "
+        "target forward at the sampling temperature) and share of distinct bigrams, each beside `ar` sampled.",
+    ]
+    return lines
 
 
 def plots(results: dict, out: Path) -> list[str]:

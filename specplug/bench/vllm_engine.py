@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from specplug.bench.arms import Arm, csd_settings, proposer_arm, toolspec_settings
+from specplug.bench.arms import Arm, csd_settings, proposer_arm, smc_settings, toolspec_settings
 from specplug.bench.measure import ArmJob, ArmRun, RequestRecord
 
 # VLLM_ALLOW_INSECURE_SERIALIZATION lets the worker ask every arm's engine for specplug's counters through
@@ -68,6 +68,17 @@ def speculative_config(arm: Arm) -> dict | None:
         return {"method": "draft_model", "model": str(draft), "num_speculative_tokens": o["k"]}
     if arm.kind == "toolspec":
         return {"model": "specplug.ToolSpec", "num_speculative_tokens": o["k"]}  # vLLM's custom_class proposer
+    if arm.kind == "suffix":
+        return {
+            "method": "suffix",
+            "num_speculative_tokens": o["k"],
+            "suffix_decoding_max_tree_depth": o["depth"],
+            "suffix_decoding_max_spec_factor": float(o["factor"]),
+            "suffix_decoding_min_token_prob": float(o["prob"]),
+        }
+    if arm.kind == "spec":
+        rest = {("num_speculative_tokens" if k == "k" else k): v for k, v in o.items()}
+        return rest
     raise ValueError(f"vLLM has no arm kind {arm.kind}")
 
 
@@ -78,7 +89,19 @@ def additional_config(arm: Arm) -> dict | None:
     if arm.kind == "toolspec":
         settings = {k: v for k, v in toolspec_settings(arm).items() if k != "num_speculative_tokens"}
         return {"specplug": {"method": "toolspec", **settings}}
+    if arm.kind == "smc":
+        return {"specplug": {"method": "smc", **smc_settings(arm)}}
     return None
+
+
+def method_engine_args(arm: Arm) -> dict:
+    """Engine arguments a method itself needs beyond the speculative and additional configs (SMC-SD: its
+    group-aware scheduler, `--scheduler-cls`)."""
+    if arm.kind == "smc":
+        from specplug.plugins.vllm_smc.smc_settings import SCHEDULER_CLS
+
+        return {"scheduler_cls": SCHEDULER_CLS}
+    return {}
 
 
 def run_worker(job: dict[str, Any], label: str, timeout_s: float, total: int | None = None) -> dict[str, Any]:
@@ -112,31 +135,60 @@ def run_worker(job: dict[str, Any], label: str, timeout_s: float, total: int | N
         return json.loads(result.read_text())
 
 
+def suite_engine_args(max_num_seqs: int, max_model_len: int) -> dict:
+    """The settings every arm of a suite shares: what a multi-turn server runs (prefix caching on), and what
+    SMC-SD's forks need (blocks of 32, a whole group in one step), in every arm alike."""
+    return {
+        **engine_args(max_num_seqs, max_model_len),
+        "enable_prefix_caching": True,
+        "block_size": 32,
+        "max_num_batched_tokens": 4096,
+    }
+
+
 def run_arm(job: ArmJob) -> list[ArmRun]:
-    """Run one arm in its own engine process."""
-    arm, workload = job.arm, job.workload
-    longest = max(len(p) for p in workload.prompts + workload.warmup)
-    args = engine_args(max(job.concurrencies), max_model_len=longest + job.max_tokens + 16)
+    """Run one arm in its own engine process (a suite: on every workload of the job, one engine)."""
+    arm = job.arm
+    if job.passes:
+        passes = job.passes
+        args = dict(job.engine_settings or {})
+    else:
+        from specplug.bench.measure import Pass
+
+        passes = [Pass("", job.workload, job.max_tokens, job.concurrencies)]
+        longest = max(len(p) for p in job.workload.prompts + job.workload.warmup)
+        args = engine_args(max(job.concurrencies), max_model_len=longest + job.max_tokens + 16)
     spec = speculative_config(arm)
     if spec is not None:
         args["speculative_config"] = spec
     if (extra := additional_config(arm)) is not None:
         args["additional_config"] = extra
+    args.update(method_engine_args(arm))
+    if arm.kind == "smc" and not job.passes:
+        args.update(enable_prefix_caching=True, max_num_seqs=max(job.concurrencies) * arm.options["n"])
+    workloads = [
+        {
+            "name": p.name or None,
+            "prompts": p.workload.prompts,
+            "warmup": p.workload.warmup,
+            "tools": p.workload.tools if p.temperature == 0 else None,
+            "warmup_tools": p.workload.warmup_tools if p.temperature == 0 else None,
+            "max_tokens": p.max_tokens,
+            "concurrencies": p.concurrencies,
+            "temperature": p.temperature,
+        }
+        for p in passes
+    ]
     worker_job = {
         "loop": "bench",
         "label": arm.label,
         "model": str(job.model_path),
         "engine_args": args,
-        "env": ENGINE_ENV,
-        "prompts": workload.prompts,
-        "warmup": workload.warmup,
-        "tools": workload.tools,
-        "warmup_tools": workload.warmup_tools,
-        "max_tokens": job.max_tokens,
-        "concurrencies": job.concurrencies,
+        "env": {**ENGINE_ENV, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"},  # the loop counts engine steps
+        "workloads": workloads,
         "save_memory": str(job.save_memory) if job.save_memory else None,
     }
-    total = len(workload.warmup) + len(workload.prompts) * len(job.concurrencies)
+    total = sum(len(p.workload.warmup) + len(p.workload.prompts) * len(p.concurrencies) for p in passes)
     data = run_worker(worker_job, f"arm {arm.label}", job.timeout_s, total)
     runs = []
     for r in data["runs"]:
@@ -154,6 +206,8 @@ def run_arm(job: ArmJob) -> list[ArmRun]:
                 accepted_lengths(r["num_drafts"], r.get("accepted_per_pos", [])),
                 num_rescued=specplug.get("stats", {}).get("rescued") if arm.verifies else None,
                 drafted_by_source=specplug.get("drafted"),
+                workload=r.get("workload"),
+                startup_s=data.get("startup_s"),
             )
         )
     return runs

@@ -55,27 +55,44 @@ def _run(
     concurrency: int,
     progress: Path | None = None,
     tools: list | None = None,
+    temperature: float = 0.0,
+    tag: str = "bench",
+    steps: dict | None = None,
 ) -> tuple[list[dict], float]:
-    """Greedy requests with at most `concurrency` in flight; per-request times taken here, the same for every arm."""
+    """Requests with at most `concurrency` in flight; per-request times taken here, the same for every arm.
+
+    Greedy (`temperature` 0) or sampled with one seed per prompt (the same seeds in every arm). `steps` is the
+    engine-step counter of `_count_steps`: a method that returns a request's tokens only when it finishes (SMC-SD)
+    is credited with the target forwards that ran while it was in flight.
+    """
     from vllm import SamplingParams
 
     def params(index: int) -> SamplingParams:
         # Every arm gets the same parameters; a request's tools ride in extra_args (only ToolSpec reads them).
         request_tools = tools[index] if tools else None
         extra = {"toolspec": {"tools": request_tools, "tenant": "bench"}} if request_tools else None
-        return SamplingParams(temperature=0.0, max_tokens=max_tokens, seed=0, extra_args=extra)
+        seed = 0 if temperature == 0 else 1000 + index
+        return SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed, extra_args=extra)
 
     engine = llm.llm_engine
     pending = list(enumerate(prompts))
     submitted: dict[str, dict] = {}
     done: list[dict] = []
+    count = (lambda: steps["n"]) if steps is not None else (lambda: 0)
     start = time.perf_counter()
     while pending or engine.has_unfinished_requests():
         while pending and len(submitted) < concurrency:
             index, ids = pending.pop(0)
-            rid = f"bench-{index}"
+            rid = f"{tag}-{index}"
             engine.add_request(rid, {"prompt_token_ids": ids}, params(index))
-            submitted[rid] = {"index": index, "t0": time.perf_counter(), "ttft": None, "forwards": 0, "seen": 0}
+            submitted[rid] = {
+                "index": index,
+                "t0": time.perf_counter(),
+                "ttft": None,
+                "forwards": 0,
+                "seen": 0,
+                "step0": count(),
+            }
         outputs = engine.step()
         now = time.perf_counter()
         for out in outputs:
@@ -91,16 +108,53 @@ def _run(
             if out.finished:
                 submitted.pop(out.request_id)
                 _finished(progress)
+                forwards = state["forwards"]
+                if steps is not None and forwards <= 1 < n:  # tokens delivered at the end: count the steps run
+                    forwards = count() - state["step0"]
                 done.append(
                     {
                         "index": state["index"],
                         "output_token_ids": list(out.outputs[0].token_ids),
                         "ttft_s": state["ttft"] or (now - state["t0"]),
                         "e2e_s": now - state["t0"],
-                        "forwards": state["forwards"],
+                        "forwards": forwards,
                     }
                 )
     return sorted(done, key=lambda r: r["index"]), time.perf_counter() - start
+
+
+def _count_steps(llm) -> dict | None:
+    """Count engine steps that ran the target (the scheduler scheduled tokens), where the engine core runs in this
+    process (VLLM_ENABLE_V1_MULTIPROCESSING=0); None otherwise."""
+    core = getattr(getattr(llm.llm_engine, "engine_core", None), "engine_core", None)
+    scheduler = getattr(core, "scheduler", None)
+    if scheduler is None:
+        return None
+    steps = {"n": 0}
+    original = scheduler.schedule
+
+    def counting(*a, **k):
+        output = original(*a, **k)
+        steps["n"] += output.total_num_scheduled_tokens > 0
+        return output
+
+    scheduler.schedule = counting
+    return steps
+
+
+def _reset_builtin_drafter(worker) -> bool:
+    """Forget what vLLM's `suffix` drafter learned from earlier requests (its global tree of past outputs), so every
+    measured pass starts from the same state, as specplug's memories do (`specplug_rpc reset`)."""
+    drafter = getattr(getattr(worker, "model_runner", None), "drafter", None)
+    cache = getattr(drafter, "suffix_cache", None)
+    if cache is None:
+        return False
+    spec = worker.vllm_config.speculative_config
+    drafter.suffix_cache = type(cache)(
+        max_tree_depth=spec.suffix_decoding_max_tree_depth,
+        max_cached_requests=spec.suffix_decoding_max_cached_requests,
+    )
+    return True
 
 
 def _finished(progress: Path | None, count: int = 1) -> None:
@@ -138,39 +192,68 @@ def _change(after: dict[str, dict[str, float]], before: dict[str, dict[str, floa
     return {part: {k: v - before.get(part, {}).get(k, 0) for k, v in values.items()} for part, values in after.items()}
 
 
+def _passes(job: dict) -> list[dict]:
+    """The job's workloads (`workloads`: the suite shares one engine per arm across workloads), or the one workload
+    of a plain `specplug bench run` job."""
+    if job.get("workloads"):
+        return job["workloads"]
+    keys = ("prompts", "warmup", "tools", "warmup_tools", "max_tokens", "concurrencies")
+    return [{"name": None, "temperature": 0.0, **{k: job.get(k) for k in keys}}]
+
+
 def bench_loop(llm, job: dict) -> dict:
-    """`specplug bench run`: a greedy warm-up, then one measured pass per concurrency, with vLLM's spec-decode
+    """`specplug bench run`: per workload a warm-up, then one measured pass per concurrency, with vLLM's spec-decode
     counters and the specplug session's counters differenced around each pass."""
     progress = Path(job["progress"]) if job.get("progress") else None
-    conc_max = max(job["concurrencies"])
-    warm = min(job["max_tokens"], 16)
-    _run(llm, job["warmup"], warm, conc_max, progress, job.get("warmup_tools"))  # warm-up, not measured
     method = _method(job)
     if method and _specplug(llm, method) is None:
         raise RuntimeError(f"{method} was requested but the engine does not run it: specplug's vLLM bootstrap did not")
+    steps = _count_steps(llm)
     runs = []
-    for conc in job["concurrencies"]:
-        # Every pass starts from the arm's own memory (methods whose proposer remembers answers reset it): neither
-        # the warm-up's answers nor an earlier pass's answers to these very prompts.
-        _specplug(llm, method, "reset")
-        before, session_before = _counters(llm), _session_counters(_specplug(llm, method))
-        requests, wall = _run(llm, job["prompts"], job["max_tokens"], conc, progress, job.get("tools"))
-        after, session_after = _counters(llm), _session_counters(_specplug(llm, method))
-        deltas = {k: int(after[k] - before[k]) for k in after if k != "accepted_per_pos"}
-        deltas["accepted_per_pos"] = _combine(after["accepted_per_pos"], before["accepted_per_pos"], -1)
-        deltas["specplug"] = _change(session_after, session_before)
-        runs.append({"concurrency": conc, "requests": requests, "wall_s": wall, **deltas})
-        print(
-            f"[specplug bench] {job['label']} c={conc}: {sum(len(r['output_token_ids']) for r in requests)} tokens "
-            f"in {wall:.1f}s",
-            file=sys.stderr,
-            flush=True,
-        )
+    for number, work in enumerate(_passes(job)):
+        temperature = work.get("temperature", 0.0)
+        warm = min(work["max_tokens"], 16)
+        conc_max = max(work["concurrencies"])
+        tag = f"w{number}"
+        _run(llm, work["warmup"], warm, conc_max, progress, work.get("warmup_tools"), temperature, f"{tag}-warm", steps)
+        for conc in work["concurrencies"]:
+            # Every pass starts from the arm's own memory (methods whose proposer remembers answers reset it, and
+            # so does vLLM's suffix drafter): neither the warm-up's answers nor an earlier pass's answers count.
+            _specplug(llm, method, "reset")
+            llm.collective_rpc(_reset_builtin_drafter)
+            before, session_before = _counters(llm), _session_counters(_specplug(llm, method))
+            steps_before = steps["n"] if steps else 0
+            requests, wall = _run(
+                llm,
+                work["prompts"],
+                work["max_tokens"],
+                conc,
+                progress,
+                work.get("tools"),
+                temperature,
+                f"{tag}-c{conc}",
+                steps,
+            )
+            after, session_after = _counters(llm), _session_counters(_specplug(llm, method))
+            deltas = {k: int(after[k] - before[k]) for k in after if k != "accepted_per_pos"}
+            deltas["accepted_per_pos"] = _combine(after["accepted_per_pos"], before["accepted_per_pos"], -1)
+            deltas["specplug"] = _change(session_after, session_before)
+            deltas["engine_steps"] = (steps["n"] - steps_before) if steps else None
+            runs.append(
+                {"workload": work.get("name"), "concurrency": conc, "requests": requests, "wall_s": wall, **deltas}
+            )
+            where = f" {work['name']}" if work.get("name") else ""
+            print(
+                f"[specplug bench] {job['label']}{where} c={conc}: "
+                f"{sum(len(r['output_token_ids']) for r in requests)} tokens in {wall:.1f}s",
+                file=sys.stderr,
+                flush=True,
+            )
     if job.get("save_memory"):
         saved = _specplug(llm, method, "save", job["save_memory"])
         if not saved or not saved["saved"]:
             raise RuntimeError(f"could not save the {method} memory to {job['save_memory']}")
-    return {"runs": runs}
+    return {"runs": runs, "startup_s": job.get("startup_s")}
 
 
 def sampled_loop(llm, job: dict) -> dict:
@@ -214,11 +297,13 @@ LOOPS = {"bench": bench_loop, "sampled": sampled_loop}
 
 
 def main(job_path: str, result_path: str) -> None:
+    began = time.perf_counter()
     job = json.loads(Path(job_path).read_text())
     os.environ.update(job["env"])
     from vllm import LLM
 
     llm = LLM(model=job["model"], **job["engine_args"])
+    job["startup_s"] = time.perf_counter() - began  # imports, model load, KV-cache profiling: reported apart
     result = LOOPS[job["loop"]](llm, job)
     Path(result_path).write_text(json.dumps(result))
 
