@@ -102,6 +102,7 @@ def _sampled(mine: dict, outputs: dict, reference, workload, model_path, tempera
         if ar is None or label == reference.label:
             continue
         rec["logp_change_vs_ar"] = relative_change(rec["mean_logp"], ar["mean_logp"])
+        rec["ar_mean_logp"], rec["ar_distinct_bigrams"] = ar["mean_logp"], ar["distinct_bigrams"]
         # Two standard errors of each difference, as a fraction of ar's figure: what 8 prompts cannot resolve.
         rec["logp_noise"] = 2 * _hypot(rec["mean_logp_se"], ar["mean_logp_se"]) / abs(ar["mean_logp"] or 1)
         rec["bigram_noise"] = (

@@ -218,8 +218,15 @@ def quality(rec: dict, kind: str, temperature: float) -> tuple[str, bool | None]
         lp, bg = rec.get("logp_change_vs_ar"), rec.get("bigram_change_vs_ar")
         if lp is None or bg is None:
             return (f"log p {rec.get('mean_logp', float('nan')):.2f}", None)
-        noise = f" (noise ±{100 * rec['logp_noise']:.0f}%)" if rec.get("logp_noise") else ""
-        return (f"log p {100 * lp:+.0f}%{noise}, bigrams {100 * bg:+.0f}%", sampled_ok(rec))
+        if rec.get("ar_mean_logp") is None:
+            return (f"log p {100 * lp:+.0f}%, bigrams {100 * bg:+.0f}%", sampled_ok(rec))
+        noise = 2 * (rec.get("logp_diff_se") or 0.0)
+        return (
+            f"log p/token {rec['mean_logp']:.2f} vs {rec['ar_mean_logp']:.2f}"
+            + (f" (±{noise:.2f})" if noise else "")
+            + f", distinct bigrams {rec['distinct_bigrams']:.2f} vs {rec['ar_distinct_bigrams']:.2f}",
+            sampled_ok(rec),
+        )
     if kind in LOSSY_BUDGET:
         fa = rec.get("functional_agreement")
         if fa is None:
@@ -264,19 +271,23 @@ def headline_rows(workloads, results: dict, arms: dict[str, Arm]) -> list[dict]:
             vs_ar = rec.get("speedup_vs_ar")
             vs_best = rec["output_tokens_per_s"] / best["output_tokens_per_s"] if best else None
             text, ok = quality(rec, w.method, w.temperature)
+            # The bar to clear is what a user would otherwise run: the best built-in, or plain `ar` where every
+            # built-in is slower than `ar` on this workload.
+            beat, name = (vs_best, best["arm"]) if vs_best is not None and vs_best <= (vs_ar or 0) else (vs_ar, "ar")
             row.update(
                 vs_ar=vs_ar,
                 vs_best=vs_best,
                 best_builtin=best["arm"] if best else None,
                 quality=text,
                 quality_ok=ok,
-                verdict=verdict(vs_ar, vs_best, ok, best["arm"] if best else None),
+                verdict=verdict(vs_ar, beat, ok, name),
             )
             rows.append(row)
     return rows
 
 
 def verdict(vs_ar: float | None, vs_best: float | None, quality_ok: bool | None, best: str | None) -> str:
+    """Win, tie or loss against `best` (the ratio `vs_best`; `ar` when there is none), unless quality is off."""
     if quality_ok is False:
         return "quality off: not a win at any speed"
     ref, name = (vs_best, best) if vs_best is not None else (vs_ar, "ar")
@@ -289,6 +300,22 @@ def verdict(vs_ar: float | None, vs_best: float | None, quality_ok: bool | None,
     else:
         text = f"loses ({ref:.2f}× {name})"
     return text + ("" if quality_ok else ", quality not measured")
+
+
+def defects(workloads, results: dict, arms: dict[str, Arm]) -> list[str]:
+    """Lossless built-ins and methods whose output is not the target's: greedy divergences that are not fp near-ties,
+    or sampled text whose log-prob or bigram share is off beyond noise (issue: a lossless arm that diverges from
+    `ar` is a defect, reported, never silently averaged in)."""
+    found = []
+    for w in workloads:
+        for r in results[w.name]["records"]:
+            kind = arms[r["arm"]].kind
+            if "error" in r or kind == "ar" or (w.temperature == 0 and kind in LOSSY_BUDGET):
+                continue
+            text, ok = quality(r, kind, w.temperature)
+            if ok is False:
+                found.append(f"`{r['arm']}` on {w.name} at c={r['concurrency']}: {text}")
+    return found
 
 
 def _f(value, spec: str = ".2f") -> str:
@@ -313,6 +340,10 @@ def headline_markdown(name, s, workloads, results, arms, rows, missing, plots, w
             f"| {r['method']} | {r['workload']} | {r['concurrency']} | {_f(r.get('vs_ar'))} | {best} "
             f"| {r.get('quality', '—')} | {r['verdict']} |"
         )
+    found = defects(workloads, results, arms)
+    if found:
+        lines += ["", "**Defects** — an arm that promises the target's output but does not deliver it:", ""]
+        lines += [f"- {d}" for d in found]
     lines += [
         "",
         "Ratios are output tokens/s within one run (same prompts, same engine settings, same loop); a tie is within "

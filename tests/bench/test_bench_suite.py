@@ -191,3 +191,23 @@ def test_suite_on_a_stand_in_engine_writes_every_report(monkeypatch, tmp_path: P
     for name in ("smc-mtbench", "csd-humaneval", "toolspec-tooltalk"):
         assert json.loads((out / name / "results.json").read_text())["records"]
     assert json.loads((out / "results.json").read_text())["unavailable"] == {"suffix": "stand-in: not installed"}
+
+
+def test_sampled_headline_beats_ar_when_builtins_are_slower_and_flags_defects() -> None:
+    w = suite.SuiteWorkload("chat", "smc", "mtbench", ("ar", "draft_model", "smc"), temperature=1.0, concurrencies=(1,))
+    arms = {"ar": parse_arm("ar"), "draft_model": parse_arm("draft_model:model=x"), "smc": parse_arm("smc")}
+    fine = {"logp_change_vs_ar": 0.01, "bigram_change_vs_ar": 0.0, "logp_noise": 0.05, "bigram_noise": 0.05}
+    off = {"logp_change_vs_ar": -0.9, "bigram_change_vs_ar": 0.0, "logp_noise": 0.05, "bigram_noise": 0.05}
+    results = {
+        "chat": _records(
+            [
+                ("ar", 1, 10.0, {}),
+                ("draft_model", 1, 8.0, {"speedup_vs_ar": 0.8, **off}),
+                ("smc", 1, 15.0, {"speedup_vs_ar": 1.5, **fine}),
+            ]
+        )
+    }
+    (row,) = suite.headline_rows([w], results, arms)
+    assert row["vs_best"] == pytest.approx(15 / 8) and row["verdict"] == "wins (1.50× ar)"
+    (defect,) = suite.defects([w], results, arms)
+    assert defect.startswith("`draft_model` on chat at c=1")
