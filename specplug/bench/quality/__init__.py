@@ -1,8 +1,9 @@
 """Task accuracy for `specplug bench`: one scorer per dataset with gold answers, applied the same way to every arm.
 
 Speed without quality is not a result (DESIGN.md, measurement rules). Exact match against `ar` says whether an
-arm changed the output; task accuracy says what the output is worth. Records without a scorable gold (MT-Bench,
-BFCL irrelevance and multi-turn, ToolTalk for now) are not scored, and a run with none reports accuracy None.
+arm changed the output; task accuracy says what the output is worth. BFCL single-turn, HumanEval and records
+with per-turn gold calls (BFCL `multi_turn_turns`, ToolTalk) are scored; records without a scorable gold (MT-Bench,
+BFCL irrelevance, first-turn-only `bfcl:multi_turn`) are not, and a run with none reports accuracy None.
 """
 
 from __future__ import annotations
