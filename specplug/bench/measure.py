@@ -92,6 +92,8 @@ def summarize(run: ArmRun, reference: ArmRun | None) -> dict:
         "ttft_ms": 1000 * float(np.mean([r.ttft_s for r in run.requests])),
         "tpot_ms": 1000 * float(np.mean(tpots)) if tpots else None,
         "e2e_latency_ms": {f"p{q}": 1000 * _pct(e2e, q) for q in (50, 90, 99)},
+        # request time per output token, end to end: comparable across methods that stream and SMC-SD (tokens at end)
+        "request_ms_per_token": 1000 * sum(e2e) / tokens if tokens else None,
         "mean_accepted_length": 1 + run.num_accepted_tokens / run.num_drafts if run.num_drafts else 1.0,
         "acceptance_rate": run.num_accepted_tokens / run.num_draft_tokens if speculative else None,
         "target_forwards_per_token": sum(r.forwards for r in run.requests) / tokens if tokens else None,

@@ -280,10 +280,43 @@ def headline_rows(workloads, results: dict, arms: dict[str, Arm]) -> list[dict]:
                 best_builtin=best["arm"] if best else None,
                 quality=text,
                 quality_ok=ok,
-                verdict=verdict(vs_ar, beat, ok, name),
+                verdict=verdict(vs_ar, beat, ok, short_names(arms).get(name, name)),
+                against=(best["arm"] if name != "ar" else "ar"),
+                why=explain(rec, best if name != "ar" else at.get(next(a for a in w.arms if arms[a].kind == "ar"))),
             )
             rows.append(row)
     return rows
+
+
+def explain(rec: dict, other: dict | None) -> str:
+    """Why the method lands where it does against `other` (the arm its verdict is measured against), from the
+    metrics that decide speculative speed: target forwards per committed token (fewer is the whole point),
+    acceptance (how much verified work is thrown away) and request time per output token (what each token costs
+    once drafting and verification are paid; taken end to end because SMC-SD delivers its tokens at the end)."""
+    if other is None:
+        return ""
+
+    def fig(mine, theirs, spec: str) -> str:
+        return f"{_f(mine, spec)} vs {_f(theirs, spec)}"
+
+    fwd, fwd_other = rec.get("target_forwards_per_token"), other.get("target_forwards_per_token")
+    cost, cost_other = rec.get("request_ms_per_token"), other.get("request_ms_per_token")
+    parts = [
+        f"target forwards/token {fig(fwd, fwd_other, '.2f')}",
+        f"acceptance {fig(rec.get('acceptance_rate'), other.get('acceptance_rate'), '.2f')}",
+        f"request ms/token {fig(cost, cost_other, '.0f')}",
+    ]
+    reason = ""
+    if None not in (fwd, fwd_other, cost, cost_other):
+        if fwd < fwd_other * (1 - TIE) and cost > cost_other * (1 + TIE):
+            reason = "fewer target forwards, but each costs more (more verified positions or drafting)"
+        elif fwd > fwd_other * (1 + TIE):
+            reason = "fewer tokens per target forward"
+        elif fwd < fwd_other * (1 - TIE):
+            reason = "more tokens per target forward"
+        else:
+            reason = "about as many tokens per target forward"
+    return ", ".join(parts) + (f" — {reason}" if reason else "")
 
 
 def verdict(vs_ar: float | None, vs_best: float | None, quality_ok: bool | None, best: str | None) -> str:
@@ -310,7 +343,7 @@ def defects(workloads, results: dict, arms: dict[str, Arm]) -> list[str]:
     for w in workloads:
         for r in results[w.name]["records"]:
             kind = arms[r["arm"]].kind
-            if "error" in r or kind == "ar" or (w.temperature == 0 and kind in LOSSY_BUDGET):
+            if "error" in r or kind in ("ar", w.method):  # the method itself is judged in the headline
                 continue
             text, ok = quality(r, kind, w.temperature)
             if ok is False:
@@ -340,9 +373,17 @@ def headline_markdown(name, s, workloads, results, arms, rows, missing, plots, w
             f"| {r['method']} | {r['workload']} | {r['concurrency']} | {_f(r.get('vs_ar'))} | {best} "
             f"| {r.get('quality', '—')} | {r['verdict']} |"
         )
+    whys = [r for r in rows if r.get("why")]
+    if whys:
+        lines += ["", "Why, from each method's metrics beside the built-in it is compared with:", ""]
+        lines += [
+            f"- {r['method']}, {r['workload']}, c={r['concurrency']}, vs {names.get(r['against'], r['against'])}: "
+            f"{r['why']}"
+            for r in whys
+        ]
     found = defects(workloads, results, arms)
     if found:
-        lines += ["", "**Defects** — an arm that promises the target's output but does not deliver it:", ""]
+        lines += ["", "**Defects** — a built-in that promises the target's output but does not deliver it:", ""]
         lines += [f"- {d}" for d in found]
     lines += [
         "",

