@@ -40,6 +40,7 @@ class SuiteWorkload:
     why: str = ""
 
 
+CSD_MEMORY = "docs/csd/vllm-humaneval/ocm-ngram.json"  # relative to the repository root (scripts/main.sh runs there)
 SMC_DRAFT = "model=smollm2-135m:k=3:layers=20"  # the same draft for SMC-SD and vLLM's draft_model
 PRESETS: dict[str, tuple[SuiteWorkload, ...]] = {
     "main": (
@@ -55,8 +56,9 @@ PRESETS: dict[str, tuple[SuiteWorkload, ...]] = {
             "csd-humaneval",
             "csd",
             "humaneval",
-            ("ar", "ngram:k=6", "suffix", "csd"),
-            why="code completion, greedy: CSD accepts drafts the target nearly agrees with",
+            ("ar", "ngram:k=6", "suffix", f"csd:proposer=ngram:k=6:memory={CSD_MEMORY}"),
+            why="code completion, greedy: CSD accepts drafts the target nearly agrees with (n-gram drafts; the "
+            "committed correction memory, calibrated on HumanEval prompts 32..95, disjoint from these)",
         ),
         SuiteWorkload(
             "toolspec-tooltalk",
@@ -77,6 +79,12 @@ def preset(name: str) -> tuple[SuiteWorkload, ...]:
 
 def unavailable_reason(arm: Arm) -> str | None:
     """Why an arm cannot run on this installation (one line naming the fix), or None."""
+    memory = arm.options.get("memory") if arm.kind in ("csd", "toolspec") else None
+    if memory and not Path(memory).is_file():
+        return (
+            f"memory file {memory} not found (run from the repository root, or build one with "
+            f"`specplug {arm.kind} {'calibrate' if arm.kind == 'csd' else 'remember'} --skip 10`)"
+        )
     if arm.kind == "suffix":
         try:
             from specplug.bench.availability import suffix_unavailable_reason
@@ -111,6 +119,10 @@ def run_suite(s, name: str) -> int:
     missing = {label: r for label, arm in arms.items() if (r := unavailable_reason(arm))}
     for label, reason in missing.items():
         print(f"[specplug bench] arm {label} unavailable: {reason}", file=sys.stderr)
+    from specplug.bench.cli import check_memories
+
+    for w in workloads:  # a memory learned from the prompts it is measured on is refused before any engine starts
+        check_memories([arms[a] for a in w.arms if a not in missing], built[w.name])
     particles = max([a.options["n"] for a in arms.values() if a.kind == "smc"] or [1])
     longest = max(len(p) for b in built.values() for p in b.prompts + b.warmup)
     settings = suite_engine_args(

@@ -55,7 +55,7 @@ def test_main_preset_on_vllm_cpu(tmp_path: Path) -> None:
             if rec["arm"] in ("ngram:k=6", "suffix", "toolspec"):
                 assert rec["exact_match"] == 1.0, rec  # lossless: the target's greedy output
                 assert rec["num_drafts"] > 0, rec
-            if rec["arm"] == "csd":
+            if rec["arm"].startswith("csd"):
                 assert rec["functional_agreement"] is not None
     sampled = json.loads((out / "smc-mtbench" / "results.json").read_text())
     assert sampled["sampling"]["temperature"] == 1.0
