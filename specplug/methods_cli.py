@@ -67,6 +67,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
             "draft_model:model=M[:layers=N]",
         )
         p.add_argument("--namespace", default="default", help="memory namespace (e.g. one per target/draft pair)")
+        p.add_argument(
+            "--min-agreement",
+            type=float,
+            help="a quality budget: after counting, serve the first --sweep-prompts calibration prompts with ar and "
+            "with CSD at each λ of --lambdas and record the smallest λ whose agreement with ar (functional agreement "
+            "on the task's tests, else identical outputs) is at least this (0..1); a csd arm with lam=auto uses it",
+        )
+        p.add_argument("--lambdas", default="2,3,4,6,8,12", help="the λ grid of the budget sweep")
+        p.add_argument("--tau", type=float, default=0.01, help="CSD's τ during the budget sweep (recorded)")
+        p.add_argument("--sweep-prompts", type=int, default=16, help="calibration prompts the budget sweep serves")
 
     def remember_arguments(p: argparse.ArgumentParser) -> None:
         add_memory_slice_arguments(p, dataset="bfcl:single_turn", num_prompts=64, skip=66)
@@ -105,7 +115,19 @@ def settings(args: argparse.Namespace) -> int:
 
 def calibrate(args: argparse.Namespace) -> int:
     from specplug.bench.arms import parse_arm
+    from specplug.bench.config import integers
+    from specplug.core.errors import ConfigError
 
+    if args.min_agreement is not None:
+        if not 0 <= args.min_agreement <= 1:
+            raise ConfigError("min-agreement", args.min_agreement, "a fraction in [0, 1]")
+        if args.engine != "vllm":
+            raise ConfigError("engine", args.engine, "vllm for a --min-agreement sweep")
+        args.lambda_grid = tuple(integers("lambdas", args.lambdas))
+        if not 0 < args.tau <= 1:
+            raise ConfigError("tau", args.tau, "a probability ratio in (0, 1]")
+        if not 1 <= args.sweep_prompts <= args.num_prompts:
+            raise ConfigError("sweep-prompts", args.sweep_prompts, f"1..{args.num_prompts} (--num-prompts)")
     kind, _, rest = args.proposer.partition(":")
     spec = f"csd:proposer={kind}:lam=inf:namespace={args.namespace}" + (f":{rest}" if rest else "")
     return build_memory(args, "csd calibrate", parse_arm(spec), _record_calibration)
@@ -118,9 +140,43 @@ def _record_calibration(bank: Any, args: argparse.Namespace, workload: Any) -> s
     bank.metadata.update({"kind": "calibration", **{key: getattr(args, key) for key in keys}})
     bank.save(args.out)
     summary = bank.summary().get(args.namespace, {})
-    return (
+    line = (
         f"{summary.get('pairs', 0)} pairs from {summary.get('observations', 0)} rejections; "
         f"top pairs {bank.memory(args.namespace).top(5)}"
+    )
+    if args.min_agreement is None:
+        return line
+    from specplug.bench import csd_budget
+    from specplug.bench.workload import build_workload
+
+    model_path = Path(workload.tokenizer_path)
+    sweep_slice = build_workload(model_path, args.dataset, args.sweep_prompts, skip=args.skip)
+    curve = csd_budget.sweep(
+        model_path,
+        sweep_slice,
+        args.proposer,
+        args.out,
+        args.namespace,
+        args.tau,
+        args.lambda_grid,
+        args.concurrency,
+        args.max_tokens,
+        args.arm_timeout,
+    )
+    chosen = csd_budget.choose(curve, args.min_agreement)
+    bank.metadata["calibrated"] = {
+        "min_agreement": args.min_agreement,
+        "lam": chosen["lam"],
+        "tau": args.tau,
+        "agreement": chosen["agreement"],
+        "measure": chosen["measure"],
+        "sweep_prompts": args.sweep_prompts,
+        "curve": curve,
+    }
+    bank.save(args.out)
+    return (
+        f"{line}; budget {args.min_agreement:.2f}: λ={chosen['lam']} ({chosen['measure']} {chosen['agreement']:.3f} "
+        "on the calibration prompts) — serve with lam=" + str(chosen["lam"]) + f", tau={args.tau}"
     )
 
 

@@ -6,7 +6,8 @@ draft_model:model=PATH[:k=4:layers=N]  a draft model sharing the tokenizer (`lay
                         on vLLM that early-exit draft is written once as a checkpoint)
 csd[:proposer=ngram|draft_model:…:lam=6:tau=0.01:memory=FILE:namespace=default]  CSD's calibrated verification
                         over the n-gram or draft-model proposer (their keys apply); no memory file = a cold memory
-                        that learns online; `namespace` picks one memory of a file that holds several
+                        that learns online; `namespace` picks one memory of a file that holds several; lam=auto
+                        takes λ and τ from a memory calibrated with `specplug csd calibrate --min-agreement`
 toolspec[:k=8:memory=FILE:format=auto:schema=1:retrieval=1:recycling=1]  ToolSpec drafts (schema-forced tokens,
                         retrieval, token recycling; 0 switches a source off); memory = a warm retrieval memory file
                         (`specplug toolspec remember`), none = cold. Each request's tools come from the dataset.
@@ -127,13 +128,33 @@ def proposer_arm(arm: Arm) -> Arm:
 def csd_settings(arm: Arm) -> dict[str, Any]:
     """CSD's own settings of a csd arm (the engine-neutral CSDConfig keys)."""
     o = arm.options
-    lam = o["lam"]
+    lam, tau = o["lam"], o["tau"]
+    if str(lam).lower() == "auto":
+        lam, tau = calibrated_lambda(arm)
     return {
         "lam": "inf" if str(lam).lower() in {"inf", "infinity"} else lam,
-        "tau": o["tau"],
+        "tau": tau,
         "memory_path": o["memory"] or None,
         "namespace": o["namespace"],
     }
+
+
+def calibrated_lambda(arm: Arm) -> tuple[Any, float]:
+    """(λ, τ) that `specplug csd calibrate --min-agreement` chose for the arm's memory file (lam=auto)."""
+    from specplug.core.csd.bank import CorrectionMemoryBank
+
+    path = arm.options["memory"]
+    if not path:
+        raise ConfigError("arm", arm.label, "lam=auto needs memory=FILE (a memory calibrated with --min-agreement)")
+    try:
+        chosen = CorrectionMemoryBank.load(path).metadata.get("calibrated")
+    except Exception as exc:  # unreadable: the memory check names the reason
+        raise ConfigError("arm", arm.label, f"a readable CSD memory file for lam=auto ({exc})") from None
+    if not chosen:
+        raise ConfigError(
+            "arm", arm.label, f"lam=auto needs a memory calibrated with a budget: {path} has none (--min-agreement)"
+        )
+    return chosen["lam"], chosen["tau"]
 
 
 def smc_settings(arm: Arm) -> dict[str, Any]:
