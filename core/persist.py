@@ -14,6 +14,8 @@ import json
 import logging
 import math
 import os
+import stat
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,6 +40,73 @@ def _canonical(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
+class _NonFiniteNumber(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    """`json.loads` accepts NaN and ±Infinity, which no specplug file writes (`allow_nan=False`)."""
+    raise _NonFiniteNumber(name)
+
+
+def read_regular_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of `path`, refusing (DataFileError) anything but a regular file *before* reading: a FIFO, a device
+    or a socket would block the read forever (a hung engine start that SIGTERM cannot stop)."""
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise DataFileError(path, f"it is {_file_type(mode)}, not a regular file")
+        # Non-blocking, then checked again on the open file: a FIFO swapped in after the stat cannot block us.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise DataFileError(path, f"cannot read it ({exc.strerror or exc})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise DataFileError(path, f"it is {_file_type(mode)}, not a regular file")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb") as f:
+            fd = -1
+            return f.read()
+    except OSError as exc:
+        raise DataFileError(path, f"cannot read it ({exc.strerror or exc})") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _file_type(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def check_token_ids(path: str | os.PathLike[str], ids: Any, vocab_size: int | None) -> None:
+    """Refuse (DataFileError) a memory whose token ids do not all lie in the target's vocabulary [0, vocab_size):
+    a checksum proves a file is whole, not that it was written for this tokenizer. `ids`: ints, or lists / dicts
+    of them at any depth (every int leaf is a token id). vocab_size None: nothing to check against."""
+    if vocab_size is None:
+        return
+    stack = [ids]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, int) and not isinstance(item, bool) and not 0 <= item < vocab_size:
+            raise DataFileError(
+                path, f"token id {item} is outside the target's vocabulary [0, {vocab_size}) (another tokenizer?)"
+            )
+
+
 def write_data_file(path: str | os.PathLike[str], kind: str, version: int, payload: Mapping[str, Any]) -> None:
     """Write `payload` atomically; the previous file (if any) stays whole until the rename."""
     body = _canonical(payload)
@@ -53,13 +122,11 @@ def write_data_file(path: str | os.PathLike[str], kind: str, version: int, paylo
 
 def read_data_file(path: str | os.PathLike[str], kind: str, versions: Iterable[int]) -> tuple[int, dict[str, Any]]:
     """Return (version, payload) of a file written by `write_data_file`, or raise `DataFileError` saying why."""
-    source = Path(path)
+    raw = read_regular_file(path)
     try:
-        raw = source.read_bytes()
-    except OSError as exc:
-        raise DataFileError(path, f"cannot read it ({exc.strerror or exc})") from None
-    try:
-        document = json.loads(raw)
+        document = json.loads(raw, parse_constant=_refuse_constant)
+    except _NonFiniteNumber as exc:
+        raise DataFileError(path, f"it holds {exc.args[0]}, which is not a number JSON allows") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataFileError(path, f"not a complete JSON document (truncated or corrupt: {exc})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
@@ -98,18 +165,39 @@ def check_interval(name: str, value: Any, *, method: str) -> None:
         raise ConfigError(name, value, "a number of seconds ≥ 0 (0: save only at shutdown)", method=method)
 
 
+def check_output_file(setting: str, path: Any, *, method: str | None) -> None:
+    """At startup: `path` must name a file specplug can (re)write: not a directory or other non-regular file, in
+    an existing folder where a file can really be created (tried: permission bits do not stop root, a read-only or
+    virtual filesystem does)."""
+    if path is None:
+        return
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ConfigError(setting, path, "a file path, or null", method=method)
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(setting, str(path), "a file path (this is a directory)", method=method)
+    if target.exists() and not target.is_file():
+        raise ConfigError(setting, str(path), "a regular file (this exists and is not one)", method=method)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise ConfigError(setting, str(path), f"a file in an existing folder ({folder} is not one)", method=method)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=folder)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        allowed = f"a file in a writable folder (cannot create a file in {folder}: {reason})"
+        raise ConfigError(setting, str(path), allowed, method=method) from None
+    os.close(fd)
+    Path(probe).unlink(missing_ok=True)
+    if target.exists() and not os.access(target, os.W_OK):
+        raise ConfigError(setting, str(path), "a regular file that can be written", method=method)
+
+
 def check_save_path(path: str | None, *, method: str) -> None:
     """At startup: `save_path` must name a file that can be written (not a directory, in a writable folder)."""
     if not path:
         return
-    target = Path(path)
-    if target.is_dir():
-        raise ConfigError("save_path", path, "a file path (this is a directory)", method=method)
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError("save_path", path, f"a file in an existing, writable folder ({folder} is not)", method=method)
-    if target.exists() and not (target.is_file() and os.access(target, os.W_OK)):
-        raise ConfigError("save_path", path, "a regular file that can be written", method=method)
+    check_output_file("save_path", path, method=method)
 
 
 class PeriodicSaver:

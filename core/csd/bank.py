@@ -16,6 +16,7 @@ from typing import Any
 from specplug.core.csd.memory import CorrectionMemory
 from specplug.core.persist import (
     DataFileError,
+    check_token_ids,
     overlapping,
     prompt_digest,
     read_data_file,
@@ -82,8 +83,11 @@ class CorrectionMemoryBank:
         return True
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], max_pairs: int | None = None) -> CorrectionMemoryBank:
-        """Read a memory file; a corrupt, tampered, truncated or foreign file raises `DataFileError` saying why."""
+    def load(
+        cls, path: str | os.PathLike[str], max_pairs: int | None = None, vocab_size: int | None = None
+    ) -> CorrectionMemoryBank:
+        """Read a memory file; a corrupt, tampered, truncated or foreign file raises `DataFileError` saying why, and
+        so does one whose token ids lie outside the target's vocabulary (`vocab_size`, when the caller knows it)."""
         _, payload = read_data_file(path, KIND, [VERSION])
         namespaces = payload.get("namespaces")
         prompts = payload.get("calibration_prompts", [])
@@ -96,6 +100,7 @@ class CorrectionMemoryBank:
         for name, data in namespaces.items():
             if not isinstance(data, dict):
                 raise DataFileError(path, f"namespace {name!r} is not an object")
+            check_token_ids(path, [data.get("draft"), data.get("target")], vocab_size)
             try:
                 bank._memories[name] = CorrectionMemory.from_data(data, bound)
             except ValueError as exc:

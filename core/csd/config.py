@@ -14,7 +14,7 @@ from typing import Any
 
 from specplug.core.config import check_integer, settings
 from specplug.core.errors import ConfigError
-from specplug.core.persist import check_interval
+from specplug.core.persist import DataFileError, check_interval, check_save_path
 
 METHOD = "csd"
 MAX_PAIRS_LIMIT = 1 << 26  # 64M pairs: far beyond any vocabulary pair set seen in practice, still fits in RAM
@@ -72,3 +72,28 @@ class CSDConfig:
     @property
     def log_tau(self) -> float:
         return math.log(self.tau)
+
+
+def check_startup(
+    given: Mapping[str, Any], *, num_speculative_tokens: int | None = None, vocab_size: int | None = None
+) -> CSDConfig:
+    """Every check of CSD's settings that needs no engine, as a host's front end runs them before the engine
+    starts (and `specplug doctor --config`): the values, `save_path` writable, `memory_path` a whole, checksummed
+    CSD memory whose token ids lie in the target's vocabulary. Raises `ConfigError` naming the setting (and file)."""
+    from specplug.core.csd.bank import CorrectionMemoryBank
+
+    merged = dict(given)
+    if num_speculative_tokens is not None:
+        if "gamma" in merged and merged["gamma"] != num_speculative_tokens:
+            allowed = f"omitted, or equal to the engine's num_speculative_tokens ({num_speculative_tokens})"
+            raise ConfigError("gamma", merged["gamma"], allowed, method=METHOD)
+        merged["gamma"] = num_speculative_tokens
+    config = CSDConfig.from_mapping(merged)
+    check_save_path(config.save_path, method=METHOD)
+    if config.memory_path is not None:
+        try:
+            CorrectionMemoryBank.load(config.memory_path, config.max_pairs, vocab_size=vocab_size)
+        except DataFileError as exc:
+            allowed = f"a valid CSD memory file ({exc.reason})"
+            raise ConfigError("memory_path", config.memory_path, allowed, method=METHOD) from None
+    return config

@@ -65,3 +65,17 @@ class SMCConfig:
 def _positive(name: str, value: Any, allowed: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
         raise ConfigError(name, value, allowed, method=METHOD)
+
+
+def check_startup(
+    given: Mapping[str, Any], *, num_speculative_tokens: int | None = None, vocab_size: int | None = None
+) -> SMCConfig:
+    """SMC-SD's settings checked without an engine (`specplug doctor --config`); γ is the engine's draft length
+    when the host knows it. Raises `ConfigError` naming the setting."""
+    merged = dict(given)
+    if num_speculative_tokens is not None:
+        if "gamma" in merged and merged["gamma"] != num_speculative_tokens:
+            allowed = f"omitted, or equal to num_speculative_tokens ({num_speculative_tokens})"
+            raise ConfigError("gamma", merged["gamma"], allowed, method=METHOD)
+        merged["gamma"] = num_speculative_tokens
+    return SMCConfig.from_mapping(merged)

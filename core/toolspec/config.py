@@ -13,7 +13,7 @@ from typing import Any
 
 from specplug.core.config import check_integer, settings
 from specplug.core.errors import ConfigError
-from specplug.core.persist import check_interval
+from specplug.core.persist import DataFileError, check_interval, check_save_path, check_token_ids
 
 METHOD = "toolspec"
 FORMATS = ("auto", "hermes", "hermes-nl", "json", "llama3")
@@ -59,3 +59,33 @@ class ToolSpecConfig:
     def from_mapping(cls, given: Mapping[str, Any]) -> ToolSpecConfig:
         """Build from user settings (engine flags, JSON), refusing unknown keys so a typo is not ignored."""
         return cls(**settings(METHOD, given, asdict(cls())))
+
+
+def check_startup(
+    given: Mapping[str, Any], *, num_speculative_tokens: int | None = None, vocab_size: int | None = None
+) -> ToolSpecConfig:
+    """Every check of ToolSpec's settings that needs no engine, as a host's front end runs them before the engine
+    starts (and `specplug doctor --config`): the values, `save_path` writable, `memory_path` a whole, checksummed
+    invocation memory whose token ids lie in the target's vocabulary. Raises `ConfigError` naming the setting."""
+    from specplug.core.toolspec.memory import InvocationMemoryBank
+
+    merged = {key: value for key, value in given.items() if key != "tokenizer"}
+    if num_speculative_tokens is not None:
+        if "num_speculative_tokens" in merged and merged["num_speculative_tokens"] != num_speculative_tokens:
+            allowed = f"omitted, or equal to the engine's num_speculative_tokens ({num_speculative_tokens})"
+            raise ConfigError("num_speculative_tokens", merged["num_speculative_tokens"], allowed, method=METHOD)
+        merged["num_speculative_tokens"] = num_speculative_tokens
+    config = ToolSpecConfig.from_mapping(merged)
+    check_save_path(config.save_path, method=METHOD)
+    if config.memory_path is not None:
+        try:
+            bank = InvocationMemoryBank.load(
+                config.memory_path,
+                tokens_per_tenant=config.memory_tokens_per_tenant,
+                max_tenants=config.memory_max_tenants,
+            )
+            check_token_ids(config.memory_path, bank.to_data().get("tenants"), vocab_size)
+        except DataFileError as exc:
+            allowed = f"a valid ToolSpec memory file ({exc.reason})"
+            raise ConfigError("memory_path", config.memory_path, allowed, method=METHOD) from None
+    return config

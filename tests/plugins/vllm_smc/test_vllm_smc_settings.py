@@ -25,6 +25,7 @@ def vllm_config():
         speculative_config={"method": "draft_model", "model": model, "num_speculative_tokens": 3},
         additional_config={"specplug": {"method": "smc", "num_particles": 6, "draft_temperature": 0.9}},
         enable_prefix_caching=True,
+        scheduler_cls="specplug.plugins.vllm_smc.smc_scheduler.SMCScheduler",  # the front-end check requires it
     ).create_engine_config()
 
 
@@ -80,6 +81,7 @@ def test_smc_needs_its_scheduler(vllm_config):
     from specplug.plugins.vllm_smc.smc_settings import SCHEDULER_CLS, check_scheduler
 
     cfg = copy.deepcopy(vllm_config)
+    cfg.scheduler_config.scheduler_cls = None  # vLLM's default
     with pytest.raises(ConfigError) as info:
         check_scheduler(cfg)  # vLLM's default scheduler: particles would be unrelated requests
     assert "scheduler_cls" in str(info.value) and SCHEDULER_CLS in str(info.value)
