@@ -183,11 +183,108 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "imports the engine, so it takes a few seconds",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--config",
+        metavar="FILE_OR_JSON",
+        help="check a method's settings without starting an engine: the --additional-config value "
+        '(\'{"specplug": {"method": "csd", ...}}\'), its inner object, or a file holding either; runs the checks the '
+        "engine's front end runs at startup (values, save_path, memory files); exit 2 with the error, 0 if good",
+    )
+    p.add_argument(
+        "--model",
+        metavar="DIR",
+        help="with --config: the target model directory; memory files' token ids are checked against its vocabulary",
+    )
+    p.add_argument("--vocab-size", type=int, help="with --config: the target's vocabulary size (instead of --model)")
+    p.add_argument(
+        "--num-speculative-tokens",
+        type=int,
+        help="with --config: the engine's draft length, which the method's own (gamma, ...) must agree with",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "config", None) is not None:
+        return run_config_check(
+            args.config,
+            model=args.model,
+            vocab_size=args.vocab_size,
+            num_speculative_tokens=args.num_speculative_tokens,
+            as_json=args.json,
+        )
     return run_doctor(engines=args.engine, as_json=args.json)
+
+
+def _load_config(text: str) -> dict:
+    """The `specplug` block of a --config value: JSON text, or a file holding it; with or without the outer key."""
+    from pathlib import Path
+
+    from specplug.core.errors import ConfigError
+    from specplug.core.persist import DataFileError, read_regular_file
+
+    source = text
+    if not text.lstrip().startswith("{"):
+        try:
+            source = read_regular_file(Path(text).expanduser()).decode()
+        except (DataFileError, UnicodeDecodeError) as exc:
+            raise ConfigError("--config", text, f"JSON text or a readable JSON file ({exc})") from None
+    try:
+        document = json.loads(source)
+    except json.JSONDecodeError as exc:
+        raise ConfigError("--config", text, f"a JSON object ({exc})") from None
+    if isinstance(document, dict) and set(document) == {"specplug"}:
+        document = document["specplug"]
+    return document
+
+
+def _vocab_size_of(model: str) -> int:
+    """`vocab_size` from a model directory's config.json (or its text_config), without loading the model."""
+    from pathlib import Path
+
+    from specplug.core.errors import ConfigError
+
+    path = Path(model).expanduser() / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError("--model", model, f"a model directory with a readable config.json ({exc})") from None
+    size = config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size")
+    if not isinstance(size, int) or size <= 0:
+        raise ConfigError("--model", model, "a model whose config.json states vocab_size")
+    return size
+
+
+def run_config_check(
+    text: str,
+    *,
+    model: str | None = None,
+    vocab_size: int | None = None,
+    num_speculative_tokens: int | None = None,
+    as_json: bool = False,
+) -> int:
+    """`specplug doctor --config`: the front-end startup checks on a settings block, no engine. A `ConfigError`
+    propagates (the CLI prints it on one line and exits 2); 0 when the settings are good."""
+    from specplug.core.startup import has_startup_check
+    from specplug.plugins.vllm_smc.settings import check_block
+
+    block = _load_config(text)
+    if model is not None and vocab_size is None:
+        vocab_size = _vocab_size_of(model)
+    method = check_block(block, num_speculative_tokens=num_speculative_tokens, vocab_size=vocab_size)
+    checked = has_startup_check(method)
+    result = {
+        "method": method,
+        "ok": True,
+        "checked": "values, files and memories" if checked else "method name only (checked when the engine builds it)",
+        "vocab_size": vocab_size,
+    }
+    if as_json:
+        print(json.dumps(result))
+    else:
+        vocab = f" against a vocabulary of {vocab_size}" if vocab_size else ""
+        print(f"ok: {method} settings are valid ({result['checked']}{vocab})")
+    return 0
 
 
 def run_doctor(engines: list[str], as_json: bool = False) -> int:

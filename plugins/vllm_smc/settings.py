@@ -95,6 +95,17 @@ def adapter_settings(method: str, given: dict[str, Any]) -> dict[str, Any]:
     return rest
 
 
+class _Short:
+    """A value shown in an error without flooding it (a whole file given where a settings object belongs)."""
+
+    def __init__(self, value: Any, limit: int = 100) -> None:
+        self.value, self.limit = value, limit
+
+    def __repr__(self) -> str:
+        text = repr(self.value)
+        return text if len(text) <= self.limit else text[: self.limit] + "…"
+
+
 def check_block(block: Any, *, num_speculative_tokens: int | None = None, vocab_size: int | None = None) -> str:
     """Check an `additional_config.specplug` block without an engine (what `specplug doctor --config` runs) and
     return its method. Raises `ConfigError`."""
@@ -102,7 +113,7 @@ def check_block(block: Any, *, num_speculative_tokens: int | None = None, vocab_
 
     if not isinstance(block, dict) or not isinstance(block.get("method"), str):
         raise ConfigError(
-            f"additional_config.{ADDITIONAL_CONFIG_KEY}", block, f"a JSON object with a method, e.g. {EXAMPLE}"
+            f"additional_config.{ADDITIONAL_CONFIG_KEY}", _Short(block), f"a JSON object with a method, e.g. {EXAMPLE}"
         )
     given = dict(block)
     method = given.pop("method")
