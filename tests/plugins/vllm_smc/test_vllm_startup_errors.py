@@ -64,3 +64,55 @@ def test_bad_memory_file_ends_the_server_start_fast_with_one_line(tmp_path: Path
     assert "EngineCore" not in output
     warnings = [line for line in lines if "without tool-call parsing" in line]
     assert len(warnings) == 1 and "--enable-auto-tool-choice --tool-call-parser hermes" in warnings[0]
+
+
+def test_readme_toolspec_server_command_answers_tool_requests(tmp_path: Path) -> None:
+    """The README's ToolSpec server command (with --enable-auto-tool-choice --tool-call-parser hermes) answers a chat
+    request that carries `tools` with 200, and specplug does not warn (without the flags vLLM answers 400:
+    /work/shared/DESIGN.md, "Install facts")."""
+    import urllib.error
+    import urllib.request
+
+    from specplug.assets import resolve_model
+
+    from .openai_server import running_server
+
+    model = str(resolve_model("smollm2-135m"))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--dtype", "float32",
+        "--enforce-eager", "--max-model-len", "1024", "--port", str(port), "--host", "127.0.0.1",
+        "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+        "--speculative-config", '{"model": "specplug.ToolSpec", "num_speculative_tokens": 8}',
+        "--additional-config", json.dumps({"specplug": {"method": "toolspec", "save_path": str(tmp_path / "m.json")}}),
+    ]  # fmt: skip
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_USE_V2_MODEL_RUNNER": "0"}
+    log_path = tmp_path / "server.log"
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "current weather of a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+    body = {
+        "model": model,
+        "max_tokens": 16,
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+        "tools": [tool],
+    }
+    with running_server(command, env, base, log_path):
+        request = urllib.request.Request(
+            base + "/v1/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=300) as response:
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+    output = log_path.read_text()
+    assert status == 200, output[-3000:]
+    assert "without tool-call parsing" not in output
