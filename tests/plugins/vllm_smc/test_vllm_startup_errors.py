@@ -68,8 +68,8 @@ def test_bad_memory_file_ends_the_server_start_fast_with_one_line(tmp_path: Path
 
 def test_readme_toolspec_server_command_answers_tool_requests(tmp_path: Path) -> None:
     """The README's ToolSpec server command (with --enable-auto-tool-choice --tool-call-parser hermes) answers a chat
-    request that carries `tools` with 200, and specplug does not warn (without the flags vLLM answers 400:
-    /work/shared/DESIGN.md, "Install facts")."""
+    request that carries `tools` with 200, and specplug does not warn (without the flags vLLM answers 400, as the
+    design notes' install facts record)."""
     import urllib.error
     import urllib.request
 
