@@ -23,11 +23,12 @@ import pytest
 
 from .openai_server import free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+pytestmark = pytest.mark.vllm
 
 FAST_S = 150  # generous on a loaded 2-core machine: importing vLLM alone takes ~10 s; a healthy start takes 60+
 
 
+@pytest.mark.slow
 def test_bad_memory_file_ends_the_server_start_fast_with_one_line(tmp_path: Path) -> None:
     from specplug.assets import resolve_model
 
@@ -66,6 +67,7 @@ def test_bad_memory_file_ends_the_server_start_fast_with_one_line(tmp_path: Path
     assert len(warnings) == 1 and "--enable-auto-tool-choice --tool-call-parser hermes" in warnings[0]
 
 
+@pytest.mark.slow
 def test_readme_toolspec_server_command_answers_tool_requests(tmp_path: Path) -> None:
     """The README's ToolSpec server command (with --enable-auto-tool-choice --tool-call-parser hermes) answers a chat
     request that carries `tools` with 200, and specplug does not warn (without the flags vLLM answers 400, as the
@@ -116,3 +118,82 @@ def test_readme_toolspec_server_command_answers_tool_requests(tmp_path: Path) ->
     output = log_path.read_text()
     assert status == 200, output[-3000:]
     assert "without tool-call parsing" not in output
+
+
+# --- the front-end wrapper on real EngineArgs (vLLM builds its configuration; no engine is started) ---------------
+
+
+def _engine_args(**overrides):
+    from vllm.engine.arg_utils import EngineArgs
+
+    from specplug.assets import resolve_model
+    from specplug.plugins.vllm_smc.bootstrap import BOOTSTRAP
+
+    assert BOOTSTRAP() == "loaded"  # what vLLM's plugin loader runs in the front-end process
+    model = str(resolve_model("smollm2-135m"))
+    given = {
+        "model": model,
+        "dtype": "float32",
+        "speculative_config": {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 3},
+    }
+    return EngineArgs(**{**given, **overrides}), model
+
+
+def test_front_end_wrapper_is_installed() -> None:
+    from specplug.plugins.vllm_smc.runner_hooks import PATCHER
+
+    _engine_args()
+    keys = {status.key: status.in_effect for status in PATCHER.report()}
+    assert keys.get("vllm.engine.arg_utils.EngineArgs.create_engine_config") is True
+    assert keys.get("vllm.engine.arg_utils.EngineArgs.from_cli_args") is True
+
+
+def test_out_of_vocabulary_memory_refused_by_create_engine_config(tmp_path: Path) -> None:
+    import torch
+
+    from specplug.core.csd.bank import CorrectionMemoryBank
+    from specplug.core.errors import ConfigError
+
+    bank = CorrectionMemoryBank(100)
+    bank.memory("default").observe(torch.tensor([49152 + 7]), torch.tensor([3]))  # validly signed, wrong vocabulary
+    bank.save(tmp_path / "m.json")
+    args, _ = _engine_args(additional_config={"specplug": {"method": "csd", "memory_path": str(tmp_path / "m.json")}})
+    with pytest.raises(ConfigError) as caught:
+        args.create_engine_config()
+    assert caught.value.setting == "memory_path" and "49159" in str(caught.value) and "49152" in str(caught.value)
+    import traceback
+
+    import specplug.core
+
+    core_dir = str(Path(specplug.core.__file__).parent)
+    frames = [frame.filename for frame in traceback.extract_tb(caught.value.__traceback__)]
+    assert not any(name.startswith(core_dir) for name in frames)  # the user's mistake, not specplug's call stack
+
+
+def test_missing_draft_model_refused_before_vllm_resolves_it(tmp_path: Path) -> None:
+    from specplug.core.errors import ConfigError
+
+    missing = str(tmp_path / "no-such-draft")
+    args, _ = _engine_args(
+        speculative_config={"method": "draft_model", "model": missing, "num_speculative_tokens": 3},
+        additional_config={"specplug": {"method": "smc"}},
+    )
+    with pytest.raises(ConfigError) as caught:
+        args.create_engine_config()
+    assert caught.value.setting == "speculative_config.model" and missing in str(caught.value)
+
+
+def test_smc_adapter_settings_refused_by_create_engine_config(tmp_path: Path) -> None:
+    from specplug.core.errors import ConfigError
+
+    _, model = _engine_args()
+    for bad, setting in (({"log_interval_s": "10"}, "log_interval_s"), ({"trace_path": str(tmp_path)}, "trace_path")):
+        args, _ = _engine_args(
+            speculative_config={"method": "draft_model", "model": model, "num_speculative_tokens": 3},
+            additional_config={"specplug": {"method": "smc", **bad}},
+            enable_prefix_caching=True,
+            scheduler_cls="specplug.plugins.vllm_smc.smc_scheduler.SMCScheduler",
+        )
+        with pytest.raises(ConfigError) as caught:
+            args.create_engine_config()
+        assert caught.value.setting == setting
