@@ -1,6 +1,6 @@
 """The `specplug` command: `specplug <group> <verb>`. Verbs import their heavy dependencies only when they run.
 
-    doctor                                    check the installation
+    doctor   [--config SETTINGS]              check the installation, or a method's settings (no engine)
     assets   pull | list | path               offline models and prompt sets
     bench    run | smc-report | smc-ab | overhead
     smc      settings

@@ -2,6 +2,9 @@
 
 Cheap facts come from package metadata. Checks that need an engine import (seconds) run in a subprocess, only
 for the engines named with --engine, so a broken engine cannot crash the doctor itself.
+
+`--config FILE_OR_JSON` checks a method's settings instead, with the validators the engine's front end runs at
+startup (`plugins.vllm_smc.settings.check_block` -> `core.startup`), without starting or importing an engine.
 """
 
 from __future__ import annotations
