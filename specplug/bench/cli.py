@@ -16,7 +16,6 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ from typing import Any
 from specplug.bench.arms import Arm, parse_arms
 from specplug.bench.config import DEFAULTS, at_least, integers, load_file, resolve, split_list
 from specplug.bench.measure import NEAR_TIE, ArmJob, ArmRun, divergence_gaps, summarize
+from specplug.bench.quality import decoder_for as _decoder  # module names the harness test stands in
+from specplug.bench.quality import scorer_for as _scorer
 from specplug.bench.quality import summary
 from specplug.bench.report import SCHEMA_VERSION, add_ratios, markdown, plots
 from specplug.core.engines import engine_status
@@ -343,25 +344,6 @@ def _tool_call_share(outputs, workload) -> float | None:
     outputs = list(outputs)
     total = sum(len(o) for o in outputs)
     return sum(tool_call_tokens(o, decode) for o in outputs) / total if total else None
-
-
-def _scorer(workload, decode):
-    """Accuracy scorer for the workload's records, or None when none of them has a gold the bench scores."""
-    from specplug.bench.quality import Scorer, task_of
-
-    if decode is None or not any(task_of(r) is not None for r in workload.records):
-        return None
-    return Scorer(workload.records, decode)
-
-
-def _decoder(workload) -> Callable[[list[int]], str] | None:
-    """Output ids -> text with the target's tokenizer, special tokens dropped (the same decoding for every arm)."""
-    if not workload.tokenizer_path or not Path(workload.tokenizer_path).is_dir():
-        return None
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(workload.tokenizer_path)
-    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
 
 
 def _samples(rnd: int, run: ArmRun, workload, decode, verdicts: dict[int, bool]) -> list[dict]:

@@ -55,13 +55,13 @@ def sweep(
     """Serve `workload` with `ar` and CSD at each λ on vLLM (one engine each, the bench's runner); one curve point
     per λ: agreement with ar, the measure, tok/s ÷ ar, acceptance and rescued tokens."""
     from specplug.bench.arms import parse_arm
-    from specplug.bench.cli import _decoder, _scorer
     from specplug.bench.measure import ArmJob, summarize
+    from specplug.bench.quality import decoder_for, scorer_for
     from specplug.bench.vllm_engine import run_arm
 
     kind, _, rest = proposer.partition(":")
     base = f"csd:proposer={kind}:memory={memory_path}:namespace={namespace}:tau={tau}" + (f":{rest}" if rest else "")
-    scorer = _scorer(workload, _decoder(workload))
+    scorer = scorer_for(workload, decoder_for(workload))
 
     def serve(spec: str):
         print(f"[specplug csd calibrate] serving the calibration prompts with {spec} ...", file=sys.stderr, flush=True)

@@ -77,8 +77,8 @@ def test_a_calibrated_budget_holds_when_served_on_its_calibration_prompts(tmp_pa
     if chosen["lam"] == "inf":
         pytest.skip("no rescuing λ met the budget on these prompts; nothing further to serve")
     from specplug.assets import resolve_model
-    from specplug.bench.cli import _decoder, _scorer
     from specplug.bench.measure import ArmJob
+    from specplug.bench.quality import decoder_for, scorer_for
     from specplug.bench.vllm_engine import run_arm
     from specplug.bench.workload import build_workload
 
@@ -90,6 +90,6 @@ def test_a_calibrated_budget_holds_when_served_on_its_calibration_prompts(tmp_pa
     }
     outputs = {spec: {q.index: q.output_token_ids for q in r.requests} for spec, r in runs.items()}
     served, _ = csd_budget.agreement(
-        _scorer(work, _decoder(work)), outputs["ar"], outputs[f"csd:lam=auto:memory={memory}"]
+        scorer_for(work, decoder_for(work)), outputs["ar"], outputs[f"csd:lam=auto:memory={memory}"]
     )
     assert served >= 0.9, json.dumps(chosen)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from specplug.assets.datasets import PromptRecord
 
@@ -136,3 +137,20 @@ def agreement_with(
         "agreement_scored": len(pairs),
         "agreement_differs": [i for i, (ref, arm) in zip(common, pairs, strict=True) if ref != arm],
     }
+
+
+def scorer_for(workload, decode):
+    """Accuracy scorer for the workload's records, or None when none of them has a gold the bench scores."""
+    if decode is None or not any(task_of(r) is not None for r in workload.records):
+        return None
+    return Scorer(workload.records, decode)
+
+
+def decoder_for(workload) -> Callable[[list[int]], str] | None:
+    """Output ids -> text with the target's tokenizer, special tokens dropped (the same decoding for every arm)."""
+    if not workload.tokenizer_path or not Path(workload.tokenizer_path).is_dir():
+        return None
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(workload.tokenizer_path)
+    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
