@@ -13,6 +13,7 @@ sees the same steps in the same order, so every rank's memories take the same de
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -136,6 +137,32 @@ class MethodSession:
         if callable(memory_summary):
             found["memory"] = memory_summary()
         return found
+
+
+# Tenants: the name under which a method's memories learn from a request's outputs and draft for it. A host derives
+# it only from what the deployment controls (vLLM: the request's `cache_salt`), never from a field any client may
+# fill in. The empty name is the anonymous tenant: its requests share nothing (they neither learn into nor draft
+# from any memory that outlives the request). Names a client merely claims carry the `CLAIMED` prefix; a method
+# treats them as anonymous unless its operator opted in.
+ANONYMOUS_TENANT = ""
+SALTED = "salt:"
+CLAIMED = "claimed:"
+
+
+def tenant_from_salt(salt: str | None) -> str:
+    """The tenant of a request whose deployment set `salt` (vLLM's `cache_salt`, the key vLLM already separates
+    prefix caches by): `"salt:"` + 32 hex digits of its SHA-256, never the salt itself (memory files and reports
+    name tenants; a salt is a secret). No salt: the anonymous tenant."""
+    if not isinstance(salt, str) or not salt:
+        return ANONYMOUS_TENANT
+    return SALTED + hashlib.sha256(salt.encode("utf-8")).hexdigest()[:32]
+
+
+def claimed_tenant(name: Any) -> str:
+    """A tenant name a client chose itself (OpenAI's `user`, `vllm_xargs`): untrusted, marked as such."""
+    if not isinstance(name, str) or not name:
+        return ANONYMOUS_TENANT
+    return CLAIMED + name
 
 
 def draft_budget(given: Mapping[str, Any], session: MethodSession | None, key: str, method: str) -> dict[str, Any]:

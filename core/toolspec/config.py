@@ -3,6 +3,12 @@
 Defaults follow the paper where it has one (suffix match of at most 7 tokens, token-recycling top-8) and are
 sized for chains (vLLM and TensorRT-LLM verify one linear draft per request): `num_speculative_tokens` is the
 draft budget per step. `use_schema` / `use_retrieval` / `use_recycling` switch each draft source off for ablations.
+
+Tenants (`core.host`: a deployment-controlled name, the anonymous tenant, or a name a client only claims): every
+structure that learns from outputs (the retrieval memory, token recycling) is per tenant and bounded per tenant; at
+most `memory_max_tenants` tenants, a new one refused (its requests share nothing) when that many are established.
+`trust_claimed_tenant` is the operator's opt-in to let client-claimed names (OpenAI `user`, `vllm_xargs`) share a
+memory: untrusted, since any client can claim any name.
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ class ToolSpecConfig:
     recycling_top_k: int = 8  # token-recycling adjacency width (the paper's 8)
     tree_width: int = 3  # alternatives per branch point when drafting a tree
     memory_tokens_per_tenant: int = 200_000  # retrieval memory bound per tenant (oldest outputs go first)
-    memory_max_tenants: int = 1_000  # least recently used tenant goes first
+    memory_max_tenants: int = 1_000  # when this many tenants are established, a new one is refused (nobody evicted)
+    recycling_rows_per_tenant: int = 4096  # token-recycling rows per tenant (its least recently written go first)
+    trust_claimed_tenant: bool = False  # opt-in: client-claimed tenant names (OpenAI `user`) share memories
     memory_path: str | None = None  # start from this memory file (checked at startup)
     save_path: str | None = None  # write the memory here at shutdown (and every save_interval_s while serving)
     save_interval_s: float = 60.0  # background saves while serving (0: only at shutdown)
@@ -46,12 +54,13 @@ class ToolSpecConfig:
         check_integer("tree_width", self.tree_width, 1, 16, method=METHOD)
         check_integer("memory_tokens_per_tenant", self.memory_tokens_per_tenant, 0, 1 << 31, method=METHOD)
         check_integer("memory_max_tenants", self.memory_max_tenants, 1, 1 << 20, method=METHOD)
+        check_integer("recycling_rows_per_tenant", self.recycling_rows_per_tenant, 1, 1 << 24, method=METHOD)
         check_interval("save_interval_s", self.save_interval_s, method=METHOD)
         for name in ("memory_path", "save_path"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise ConfigError(name, value, "a file path, or null", method=METHOD)
-        for name in ("use_schema", "use_retrieval", "use_recycling"):
+        for name in ("use_schema", "use_retrieval", "use_recycling", "trust_claimed_tenant"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, getattr(self, name), "true or false", method=METHOD)
 

@@ -11,6 +11,12 @@ Forced tokens can follow a retrieved or recycled one, so the sources interleave 
 
 Engines call `start_request` / `draft` / `finish_request` with their own request ids (state is keyed by request,
 never by batch row, because engines reorder rows); `finish_request` stores the answer in the tenant's memory.
+
+Tenants stay apart: everything learned from outputs — the retrieval memory and the token-recycling table — is
+kept per tenant, and a request learns into and drafts from its own tenant's only. The anonymous tenant
+(`core.host.ANONYMOUS_TENANT`), a client-claimed name (`core.host.CLAIMED`, unless `trust_claimed_tenant`) and a
+new tenant refused by a full memory (`memory_max_tenants`) share nothing: such a request gets a private
+recycling table that dies with it, and its own prompt and answer (prompt lookup) as the only retrieval source.
 The reference runner uses the `Proposer` protocol (`bind` then `propose`). Drafts never change output: every
 engine verifies them greedily against the target.
 """
@@ -28,6 +34,7 @@ import numpy as np
 import torch
 
 from specplug.core.errors import ConfigError
+from specplug.core.host import ANONYMOUS_TENANT, CLAIMED
 from specplug.core.proposers.ngram import lookup
 from specplug.core.proposers.token_recycling import TokenRecycling
 from specplug.core.toolspec.config import ToolSpecConfig
@@ -40,8 +47,10 @@ from specplug.core.types import PAD_TOKEN, DraftBatch, RequestContext
 @dataclass
 class _Request:
     tenant: str
+    shared: bool  # learns into and drafts from its tenant's memories (False: nothing outlives the request)
     prompt: list[int]
     tracker: CallTracker | None
+    recycling: TokenRecycling | None  # its tenant's table, or its own
     output: list[int] = field(default_factory=list)
 
 
@@ -53,8 +62,9 @@ class ToolSpecDrafter:
         self.tokenizer = tokenizer
         self.format = resolve_format(config.tool_format, getattr(tokenizer, "chat_template", None))
         self.bank = bank if bank is not None else load_bank(config)
-        self.recycling = TokenRecycling(len(tokenizer), config.recycling_top_k) if config.use_recycling else None
+        self._recycling: dict[str, TokenRecycling] = {}  # per admitted tenant (at most memory_max_tenants)
         self.drafted: Counter[str] = Counter()  # draft tokens per source
+        self.private_requests = 0  # requests that shared nothing (anonymous, claimed or refused tenants)
         self._requests: dict[str, _Request] = {}
         self._grammars: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -75,8 +85,35 @@ class ToolSpecDrafter:
             vocab = vocabulary(self.tokenizer)
             grammar = self._grammar(tools, vocab.special_tokens)
             tracker = CallTracker(vocab, grammar, self.format, self._decode)
+        tenant = str(tenant)
+        shared = self._admitted(tenant)
         with self._lock:
-            self._requests[request_id] = _Request(str(tenant), [int(t) for t in prompt_token_ids], tracker)
+            recycling = None
+            if self.config.use_recycling:
+                recycling = self._recycling.get(tenant) if shared else None
+                if recycling is None:
+                    recycling = self._new_recycling()
+                    if shared:
+                        self._recycling[tenant] = recycling
+            if not shared:
+                self.private_requests += 1
+            prompt = [int(t) for t in prompt_token_ids]
+            self._requests[request_id] = _Request(tenant, shared, prompt, tracker, recycling)
+
+    def _admitted(self, tenant: str) -> bool:
+        """Whether `tenant` shares its memories across its requests: a name the deployment controls, admitted by
+        the bank (a full bank refuses new tenants); claimed names only with the operator's opt-in."""
+        if tenant == ANONYMOUS_TENANT or (tenant.startswith(CLAIMED) and not self.config.trust_claimed_tenant):
+            return False
+        return self.bank.admit(tenant)
+
+    def _new_recycling(self) -> TokenRecycling:
+        return TokenRecycling(len(self.tokenizer), self.config.recycling_top_k, self.config.recycling_rows_per_tenant)
+
+    def recycling_of(self, request_id: str) -> TokenRecycling | None:
+        """The token-recycling table `request_id` drafts from (its tenant's, or its own)."""
+        request = self._requests.get(request_id)
+        return request.recycling if request is not None else None
 
     def has_request(self, request_id: str) -> bool:
         return request_id in self._requests
@@ -136,13 +173,15 @@ class ToolSpecDrafter:
             self._update(request_id, token_ids)
         with self._lock:
             request = self._requests.pop(request_id, None)
-        if request is not None and remember and self.config.use_retrieval and request.output:
+        if request is not None and remember and request.shared and self.config.use_retrieval and request.output:
             self.bank.add(request.tenant, request.output, prompt=request.prompt)
 
-    def observe_logits(self, tokens: torch.Tensor, logits: torch.Tensor) -> None:
-        """Target scores at verified positions (`tokens` [N] inputs, `logits` [N, V]) for token recycling."""
-        if self.recycling is not None:
-            self.recycling.observe_logits(tokens, logits)
+    def observe_logits(self, request_id: str, tokens: torch.Tensor, logits: torch.Tensor) -> None:
+        """Target scores at `request_id`'s verified positions (`tokens` [N] inputs, `logits` [N, V]): its token
+        recycling table (its tenant's, or its own) learns them."""
+        request = self._requests.get(request_id)
+        if request is not None and request.recycling is not None:
+            request.recycling.observe_logits(tokens, logits)
 
     def save(self, path: str) -> None:
         self.bank.save(path)
@@ -151,8 +190,8 @@ class ToolSpecDrafter:
         """Back to the memory the drafter started with (its `memory_path`, or empty), recycling table cleared:
         what a benchmark does after warm-up so a cold arm is really cold."""
         self.bank = load_bank(self.config)
-        if self.recycling is not None:
-            self.recycling = TokenRecycling(self.recycling.vocab_size, self.config.recycling_top_k)
+        with self._lock:
+            self._recycling.clear()
         self.drafted.clear()
 
     # -- Proposer protocol (reference runner) --------------------------------------------------------------
@@ -194,9 +233,26 @@ class ToolSpecDrafter:
             counts[row] = len(chain)
         return DraftBatch(tokens=tokens, num_tokens=counts)
 
-    def observe_verify(self, inputs: torch.Tensor, target_logits: torch.Tensor, valid: torch.Tensor) -> None:
-        """Reference-runner feedback: `inputs` [B, K+1] token before each scored position, `valid` [B, K+1]."""
-        self.observe_logits(inputs[valid], target_logits[valid])
+    def observe_verify(
+        self,
+        inputs: torch.Tensor,
+        target_logits: torch.Tensor,
+        valid: torch.Tensor,
+        request_ids: Sequence[str] | None = None,
+    ) -> None:
+        """Reference-runner feedback: `inputs` [B, K+1] token before each scored position, `valid` [B, K+1].
+
+        Row b is the b-th bound request (`bind`), or, with `request_ids` (a host's step: its active requests in row
+        order), the b-th row that has a scored position. Rows that cannot be named learn nothing."""
+        if request_ids is None:
+            rows, ids = list(range(len(self._bound))), self._bound
+        else:
+            rows, ids = [b for b in range(valid.shape[0]) if bool(valid[b].any())], list(request_ids)
+        if len(rows) != len(ids) or (rows and rows[-1] >= valid.shape[0]):
+            return
+        for row, request_id in zip(rows, ids, strict=True):
+            keep = valid[row]
+            self.observe_logits(request_id, inputs[row][keep], target_logits[row][keep])
 
     def finish_batch(self) -> None:
         for request_id in self._bound:
@@ -209,8 +265,8 @@ class ToolSpecDrafter:
         if request is None:
             raise KeyError(f"toolspec: request {request_id!r} was not started (start_request first)")
         output = list(token_ids[len(request.prompt) :])
-        if self.recycling is not None:  # the committed transitions since last time, the prompt's last token first
-            self.recycling.observe_committed(token_ids[max(len(request.prompt) + len(request.output) - 1, 0) :])
+        if request.recycling is not None:  # the committed transitions since last time, the prompt's last token first
+            request.recycling.observe_committed(token_ids[max(len(request.prompt) + len(request.output) - 1, 0) :])
         request.output = output
         if request.tracker is not None:
             request.tracker.advance(output)
@@ -243,14 +299,14 @@ class ToolSpecDrafter:
             if forced:
                 return forced, "schema"
         if self.config.use_retrieval:  # the longest suffix match wins, the request's own context on a tie
-            found = self.bank.matches(request.tenant, sequence, room)
+            found = self.bank.matches(request.tenant, sequence, room) if request.shared else []
             at_least = found[0][0] if found else self.config.match_min
             own = lookup(np.asarray(sequence, dtype=np.int64), at_least, self.config.match_max, room).tolist()
             for tokens, source in ((own, "context"), (found[0][1] if found else [], "memory")):
                 if tokens and (tracker is None or tracker.legal_prefix(tokens)):
                     return tokens, source
-        if self.recycling is not None and sequence:
-            options = self.recycling.candidates(sequence[-1])
+        if request.recycling is not None and sequence:
+            options = request.recycling.candidates(sequence[-1])
             if tracker is not None:
                 options = tracker.allowed(options)
             if options:
@@ -282,10 +338,10 @@ class ToolSpecDrafter:
         if room <= 0:
             return []
         options: list[list[int]] = []
-        if self.config.use_retrieval:
+        if self.config.use_retrieval and request.shared:
             options += self.bank.continuations(request.tenant, sequence, room, limit=self.config.tree_width)
-        if self.recycling is not None and sequence:
-            options += [[t] for t in self.recycling.candidates(sequence[-1])]
+        if request.recycling is not None and sequence:
+            options += [[t] for t in request.recycling.candidates(sequence[-1])]
         tracker = request.tracker
         kept = []
         for option in options:

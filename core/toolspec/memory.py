@@ -4,12 +4,14 @@ Tool-calling traffic repeats itself (the same tools with similar arguments), so 
 current suffix in an earlier answer are good drafts. An n-gram index maps every `match_min`-gram of a stored
 answer to where it ends; a lookup tries the longest suffix first (`match_max` down to `match_min`) and, among
 equally long matches, the most recent answer. Drafts never affect output under greedy verification, but they do
-reveal earlier answers' tokens to whoever's request they are drafted for, so every tenant has its own memory and
-a lookup only ever sees the caller's tenant.
+reveal earlier answers' tokens to whoever's request they are drafted for (acceptance and latency are a timing
+side channel), so every tenant has its own memory and a lookup only ever sees the caller's tenant. The anonymous
+tenant (`core.host.ANONYMOUS_TENANT`, a request no deployment-controlled field names) has no memory at all.
 
-Bounded: each tenant keeps at most `tokens_per_tenant` tokens (oldest answers evicted first) and the bank keeps
-at most `max_tenants` tenants (least recently used evicted first). Files: `core.persist` (data only,
-checksummed, atomic).
+Bounded, and no tenant can push another out: each tenant keeps at most `tokens_per_tenant` tokens (its own oldest
+answers evicted first); the bank holds at most `max_tenants` tenants, and when it is full a *new* tenant is
+refused (`admit` is False, its answers are not stored, `refused_admissions` counts it) while every established
+tenant keeps its memory. Files: `core.persist` (data only, checksummed, atomic).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from specplug.core.errors import ConfigError
+from specplug.core.host import ANONYMOUS_TENANT
 from specplug.core.persist import DataFileError, overlapping, prompt_digest, read_data_file, write_data_file
 
 KIND = "toolspec-invocation-memory"
@@ -103,7 +106,8 @@ class InvocationMemory:
 
 
 class InvocationMemoryBank:
-    """All tenants' memories, bounded in tenants; thread-safe (engines may draft and finish on different threads)."""
+    """All tenants' memories, bounded in tenants (new ones refused when full, nobody evicted); thread-safe (engines
+    may draft and finish on different threads)."""
 
     def __init__(
         self, *, match_min: int = 3, match_max: int = 7, tokens_per_tenant: int = 200_000, max_tenants: int = 1_000
@@ -114,27 +118,36 @@ class InvocationMemoryBank:
         self.tokens_per_tenant, self.max_tenants = tokens_per_tenant, max_tenants
         self._tenants: OrderedDict[str, InvocationMemory] = OrderedDict()
         self._lock = threading.Lock()
-        self.evicted_tenants = 0
+        self.refused_admissions = 0  # times a new tenant was turned away because the bank was full
         self.source_prompts: set[str] = set()  # digests of the prompts whose answers were stored
 
     def _memory(self, tenant: str, create: bool) -> InvocationMemory | None:
         memory = self._tenants.get(tenant)
-        if memory is None and create:
+        if memory is None and create and tenant != ANONYMOUS_TENANT:
+            if len(self._tenants) >= self.max_tenants:  # full: the newcomer is refused, nobody is evicted
+                self.refused_admissions += 1
+                return None
             memory = InvocationMemory(self.match_min, self.match_max, self.tokens_per_tenant)
             self._tenants[tenant] = memory
-            while len(self._tenants) > self.max_tenants:
-                self._tenants.popitem(last=False)
-                self.evicted_tenants += 1
-        if memory is not None:
-            self._tenants.move_to_end(tenant)
         return memory
 
-    def add(self, tenant: str, answer: Sequence[int], prompt: Sequence[int] | None = None) -> None:
-        """Store an answer; `prompt` is recorded (as a digest) so a benchmark can refuse to measure on it."""
+    def admit(self, tenant: str) -> bool:
+        """Whether `tenant` has (or now gets) a memory of its own: False for the anonymous tenant and for a new
+        tenant while the bank is full. A refused tenant's requests share nothing, as anonymous ones."""
         with self._lock:
-            self._memory(tenant, create=True).add(answer)
+            return self._memory(tenant, create=True) is not None
+
+    def add(self, tenant: str, answer: Sequence[int], prompt: Sequence[int] | None = None) -> bool:
+        """Store an answer in `tenant`'s memory (False: the anonymous tenant, or a new tenant refused because the
+        bank is full). `prompt` is recorded (as a digest) so a benchmark can refuse to measure on it."""
+        with self._lock:
+            memory = self._memory(tenant, create=True)
+            if memory is None:
+                return False
+            memory.add(answer)
             if prompt is not None:
                 self.source_prompts.add(prompt_digest(prompt))
+            return True
 
     def overlap(self, prompts: Sequence[Sequence[int]]) -> list[int]:
         """Indices of `prompts` whose answers are in this memory."""
@@ -160,7 +173,7 @@ class InvocationMemoryBank:
                 "answers": sum(len(m) for m in self._tenants.values()),
                 "tokens": sum(m.tokens for m in self._tenants.values()),
                 "evicted_answers": sum(m.evicted for m in self._tenants.values()),
-                "evicted_tenants": self.evicted_tenants,
+                "refused_admissions": self.refused_admissions,
             }
 
     def to_data(self) -> dict[str, Any]:
@@ -191,6 +204,7 @@ class InvocationMemoryBank:
             for tenant, answers in payload["tenants"].items():
                 if not isinstance(tenant, str) or not isinstance(answers, list):
                     raise TypeError("tenants must map names to lists of answers")
+                bank.admit(tenant)  # established tenants stay established, answers or not (up to max_tenants)
                 for answer in answers:
                     if not isinstance(answer, list) or not all(isinstance(t, int) and t >= 0 for t in answer):
                         raise TypeError("an answer is not a list of token ids")

@@ -5,7 +5,8 @@
 - request start: the request's tools (schema) and tenant reach the drafter (`RequestContext.tools/tenant`);
 - request finish: the answer joins its tenant's memory (the online learning of ToolSpec);
 - step: hosts that score drafts (the reference runner) pass `extra["scored"]` = (inputs, target logits, valid)
-  and token recycling learns the target's top candidates from them;
+  and token recycling learns the target's top candidates from them, each row into its own request's table (its
+  tenant's, or the request's own: tenants never learn from each other's text);
 - persistence: the memory is written to `save_path` every `save_interval_s` (in the background, from the step
   announcements) and at the orderly close (`core.persist.PeriodicSaver`).
 """
@@ -119,7 +120,7 @@ def specplug_on_step(outcome: StepOutcome, session: MethodSession | None) -> Non
         return
     scored = outcome.extra.get("scored")
     if scored is not None:
-        drafter.observe_verify(*scored)
+        drafter.observe_verify(*scored, request_ids=outcome.request_ids)
     saver: PeriodicSaver | None = session.data.get("toolspec")
     if saver is not None:
         saver.maybe_save()

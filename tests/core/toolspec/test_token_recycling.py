@@ -24,3 +24,14 @@ def test_committed_greedy_tokens_set_the_top_candidate() -> None:
     table.observe_committed([1, 2, 1, 3])
     assert table.candidates(1) == [3]  # the later successor of 1
     assert table.candidates(2) == [1]
+
+
+def test_rows_are_bounded_within_one_table() -> None:
+    table = TokenRecycling(vocab_size=100, top_k=2, max_rows=2)
+    table.observe_committed([1, 2, 3])  # rows 1 and 2
+    table.observe_committed([1, 4])  # row 1 written again: row 2 is now the least recently written
+    table.observe_committed([5, 6])  # a third row: row 2 gives way
+    assert table.candidates(1) == [4] and table.candidates(5) == [6] and table.candidates(2) == []
+    assert len(table) == 2 and table.evicted == 1
+    other = TokenRecycling(vocab_size=100, top_k=2)
+    assert other.candidates(1) == []  # tables never share rows

@@ -115,7 +115,7 @@ def test_recycled_candidates_must_be_schema_legal(smollm2_tokenizer) -> None:
     drafter.start_request("r", prompt, tools=TOOLS)
     context = prompt + _encode(tok, '<tool_call>{"name": "')
     bogus = _encode(tok, "delete")[0]
-    drafter.recycling.table[context[-1], :2] = [bogus, _encode(tok, "get")[0]]
+    drafter.recycling_of("r").put(context[-1], [bogus, _encode(tok, "get")[0]])
     assert drafter.draft("r", context, budget=1) == _encode(tok, "get")[:1]
 
 

@@ -46,13 +46,19 @@ def test_bounded_per_tenant_oldest_first_and_index_cleaned() -> None:
     assert bank.continuations("t", [7, 8], 2) == [[9, 10]]
 
 
-def test_bounded_in_tenants_least_recently_used_first() -> None:
+def test_bounded_in_tenants_new_ones_refused_nobody_evicted() -> None:
     bank = InvocationMemoryBank(match_min=1, match_max=2, max_tenants=2)
-    bank.add("a", [1, 2, 3])
-    bank.add("b", [1, 2, 3])
-    bank.continuations("a", [1], 1)  # a is now more recent than b
-    bank.add("c", [1, 2, 3])
-    assert bank.tenants() == ["a", "c"] and bank.summary()["evicted_tenants"] == 1
+    assert bank.add("a", [1, 2, 3]) and bank.admit("b")
+    assert not bank.add("c", [1, 2, 3]) and not bank.admit("d")  # full: newcomers are refused
+    assert bank.tenants() == ["a", "b"] and bank.summary()["refused_admissions"] == 2
+    assert bank.continuations("a", [1], 1) == [[2]] and bank.continuations("c", [1], 1) == []
+    assert bank.add("b", [1, 2, 3])  # established tenants keep learning
+
+
+def test_the_anonymous_tenant_has_no_memory() -> None:
+    bank = InvocationMemoryBank(match_min=1, match_max=2)
+    assert not bank.admit("") and not bank.add("", [1, 2, 3])
+    assert bank.tenants() == [] and bank.continuations("", [1], 1) == []
 
 
 def test_save_load_round_trip(tmp_path) -> None:
