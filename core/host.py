@@ -140,10 +140,11 @@ class MethodSession:
 
 
 # Tenants: the name under which a method's memories learn from a request's outputs and draft for it. A host derives
-# it only from what the deployment controls (vLLM: the request's `cache_salt`), never from a field any client may
-# fill in. The empty name is the anonymous tenant: its requests share nothing (they neither learn into nor draft
-# from any memory that outlives the request). Names a client merely claims carry the `CLAIMED` prefix; a method
-# treats them as anonymous unless its operator opted in.
+# it only from what the deployment controls (vLLM: the request's `cache_salt`, or a name the operator's own offline
+# code gives; TensorRT-LLM: the operator's `tenant`/`tenant_for`), never from a field any client may fill in. The
+# empty name is the anonymous tenant: its requests share nothing (they neither learn into nor draft from any memory
+# that outlives the request). Names a client merely claims carry the `CLAIMED` prefix; a method treats them as
+# anonymous unless its operator opted in.
 ANONYMOUS_TENANT = ""
 SALTED = "salt:"
 CLAIMED = "claimed:"

@@ -11,11 +11,14 @@ Every worker process (each tensor-parallel rank) opens its own session; all see 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import contextvars
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from specplug.core.errors import ConfigError
-from specplug.core.host import MethodSession
+from specplug.core.host import ANONYMOUS_TENANT, MethodSession, claimed_tenant, tenant_from_salt
 from specplug.core.patching import Patcher
 from specplug.core.types import RequestContext
 from specplug.plugins.vllm_smc.settings import method_settings, selected_method
@@ -29,6 +32,18 @@ ENGINE_MACHINERY = {"smc": "specplug.plugins.vllm_smc.smc_runner:install_smc"}
 # Where a request's tools and tenant ride in `SamplingParams.extra_args`: "toolspec" is the documented key (the
 # OpenAI server writes it, clients may set it through `vllm_xargs`); the method-neutral "specplug" is read too.
 EXTRA_ARGS_KEYS = ("toolspec", "specplug")
+
+# Tenants (`core.host`): the tenant a request's memories learn and draft under is decided in the front end, where
+# vLLM builds the engine request (`stamp_tenant`, called on every `InputProcessor.process_inputs` result), and rides
+# to the workers under this `extra_args` key. Whatever a client put under it (OpenAI `vllm_xargs`) is dropped there.
+# - a request with a `cache_salt` (vLLM's own per-tenant key, which a deployment sets per tenant so tenants' prefix
+#   caches stay apart): `core.host.tenant_from_salt`, a digest of the salt;
+# - no salt, submitted through the offline engine (`LLM`, `LLMEngine.add_request`: the operator's own code): the
+#   `tenant` the caller put in `extra_args["toolspec"]` (or `["specplug"]`), as given;
+# - otherwise nothing is stamped: a `tenant` in `extra_args` (the OpenAI `user`, `vllm_xargs`) is a name the client
+#   only claims (`core.host.claimed_tenant`), and without a claim the request is anonymous.
+TENANT_KEY = "specplug_tenant"
+_OPERATOR_CALL: contextvars.ContextVar[bool] = contextvars.ContextVar("specplug_operator_call", default=False)
 
 # The sampling settings a method's admission hook may read (`RequestContext.sampling`).
 SAMPLING_FIELDS = (
@@ -169,10 +184,54 @@ def sampling_settings(params: Any) -> dict[str, Any]:
 
 
 def request_extra(params: Any) -> dict[str, Any]:
-    extra = getattr(params, "extra_args", None) or {}
+    return _extra_of(getattr(params, "extra_args", None) or {})
+
+
+@contextlib.contextmanager
+def operator_call() -> Iterator[None]:
+    """Requests submitted inside come from the operator's own code (the offline engine), not from a client."""
+    token = _OPERATOR_CALL.set(True)
+    try:
+        yield
+    finally:
+        _OPERATOR_CALL.reset(token)
+
+
+def stamp_tenant(request: Any) -> None:
+    """Front end: write the tenant of an engine request (`EngineCoreRequest`: `cache_salt`, `sampling_params`)
+    under `TENANT_KEY`, replacing whatever a client put there (see `TENANT_KEY`)."""
+    params = getattr(request, "sampling_params", None)
+    if params is None or not hasattr(params, "extra_args"):
+        return
+    extra = dict(params.extra_args or {})
+    forged = extra.pop(TENANT_KEY, None) is not None
+    tenant = tenant_from_salt(getattr(request, "cache_salt", None))
+    if tenant == ANONYMOUS_TENANT and _OPERATOR_CALL.get():
+        named = _named_tenant(_extra_of(extra))
+        tenant = named if named is not None else ANONYMOUS_TENANT
+    if tenant != ANONYMOUS_TENANT:
+        extra[TENANT_KEY] = tenant
+    if tenant != ANONYMOUS_TENANT or forged:
+        params.extra_args = extra or None
+
+
+def request_tenant(params: Any) -> str:
+    """Worker: the tenant the front end stamped; else a client's claim (`core.host.CLAIMED`), else anonymous."""
+    stamped = (getattr(params, "extra_args", None) or {}).get(TENANT_KEY)
+    if isinstance(stamped, str) and stamped:
+        return stamped
+    return claimed_tenant(_named_tenant(request_extra(params)))
+
+
+def _named_tenant(extra: Any) -> str | None:
+    name = extra.get("tenant") if isinstance(extra, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def _extra_of(extra_args: dict[str, Any]) -> dict[str, Any]:
     for key in EXTRA_ARGS_KEYS:
-        if isinstance(extra.get(key), dict):
-            return extra[key]
+        if isinstance(extra_args.get(key), dict):
+            return extra_args[key]
     return {}
 
 
@@ -181,7 +240,7 @@ def request_context(request_id: str, prompt_token_ids: Any, params: Any) -> Requ
     return RequestContext(
         request_id=request_id,
         prompt_token_ids=list(prompt_token_ids or []),
-        tenant=str(extra.get("tenant", "default")),
+        tenant=request_tenant(params) if params is not None else ANONYMOUS_TENANT,
         sampling=sampling_settings(params) if params is not None else {},
         tools=extra.get("tools"),
     )

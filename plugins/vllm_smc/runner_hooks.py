@@ -18,7 +18,11 @@ bootstrap in every vLLM process; generic over methods — nothing here names one
   per-request validation hook) under speculative decoding, so this is where the check can run.
 - `ChatCompletionRequest.to_sampling_params` (OpenAI server): a chat request's `tools` and `user` reach the
   engine only as prompt text, so they are copied into `SamplingParams.extra_args["toolspec"]` (tools = schema,
-  user = tenant); a client that set `vllm_xargs.toolspec` (or `vllm_xargs.specplug`) itself is left alone.
+  user = a tenant the client only *claims*); a client that set `vllm_xargs.toolspec` (or `vllm_xargs.specplug`)
+  itself is left alone.
+- `InputProcessor.process_inputs` (front end): every engine request gets its tenant stamped (`host.stamp_tenant`:
+  from its `cache_salt`, or the offline caller's own name), replacing any value a client sent; `LLMEngine.add_request`
+  marks the offline engine's requests as the operator's (`host.operator_call`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ def install() -> None:
         return
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
     from vllm.v1.engine.input_processor import InputProcessor
+    from vllm.v1.engine.llm_engine import LLMEngine
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
     from specplug.plugins.vllm_smc import host
@@ -50,6 +55,8 @@ def install() -> None:
     original_shutdown = GPUModelRunner.shutdown
     original_params = ChatCompletionRequest.to_sampling_params
     original_validate = InputProcessor._validate_params
+    original_process = InputProcessor.process_inputs
+    original_add = LLMEngine.add_request
 
     @functools.wraps(original_init)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -106,6 +113,17 @@ def install() -> None:
         refuse_unsupported(self.vllm_config, params)
         return result
 
+    @functools.wraps(original_process)
+    def process_inputs(self: Any, *args: Any, **kwargs: Any) -> Any:
+        request = original_process(self, *args, **kwargs)
+        host.stamp_tenant(request)
+        return request
+
+    @functools.wraps(original_add)
+    def add_request(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with host.operator_call():
+            return original_add(self, *args, **kwargs)
+
     PATCHER.patch(GPUModelRunner, "__init__", __init__, reason="open the specplug session named in additional_config")
     PATCHER.patch(GPUModelRunner, "_update_states", _update_states, reason="announce request start and finish")
     PATCHER.patch(GPUModelRunner, "shutdown", shutdown, reason="persist method memories at orderly shutdown")
@@ -124,6 +142,10 @@ def install() -> None:
         _validate_params,
         reason="refuse requests the selected specplug method cannot honour (HTTP 400)",
     )
+    PATCHER.patch(
+        InputProcessor, "process_inputs", process_inputs, reason="stamp each request's tenant (cache_salt or operator)"
+    )
+    PATCHER.patch(LLMEngine, "add_request", add_request, reason="mark the offline engine's requests as the operator's")
     PATCHER.verify()
 
 
@@ -141,14 +163,15 @@ def announce_finished(runner: Any, session: Any, request_ids: Sequence[str]) -> 
 
 
 def with_request_tools(params: Any, tools: Sequence[Any], user: str | None) -> None:
-    """Put an OpenAI chat request's tools (and its `user` as tenant) into `params.extra_args["toolspec"]`."""
+    """Put an OpenAI chat request's tools (and its `user`, a tenant name the client only claims: `host.TENANT_KEY`)
+    into `params.extra_args["toolspec"]`."""
     from specplug.plugins.vllm_smc.host import EXTRA_ARGS_KEYS
 
     extra = dict(params.extra_args or {})
     if any(key in extra for key in EXTRA_ARGS_KEYS):  # the client said it explicitly (vllm_xargs)
         return
     dumped = [t.model_dump(exclude_none=True) if hasattr(t, "model_dump") else dict(t) for t in tools]
-    extra[EXTRA_ARGS_KEYS[0]] = {"tools": dumped, "tenant": user or "default"}
+    extra[EXTRA_ARGS_KEYS[0]] = {"tools": dumped, **({"tenant": user} if user else {})}  # `user`: claimed only
     params.extra_args = extra
 
 
