@@ -58,7 +58,13 @@ PRESETS: dict[str, tuple[SuiteWorkload, ...]] = {
             "csd-humaneval",
             "csd",
             "humaneval",
-            ("ar", "ngram:k=6", "suffix", f"csd:proposer=ngram:k=6:memory={CSD_MEMORY}:lam=auto"),
+            (
+                "ar",
+                "ngram:k=6",
+                "suffix",
+                f"csd:proposer=ngram:k=6:memory={CSD_MEMORY}:lam=auto",  # the budget's λ
+                f"csd:proposer=ngram:k=6:memory={CSD_MEMORY}:lam=6",  # the paper's λ: what its speed costs
+            ),
             why="code completion, greedy: CSD accepts drafts the target nearly agrees with (n-gram drafts; λ and "
             "the correction memory calibrated for ≥ 0.95 functional agreement on HumanEval 32..95, disjoint)",
         ),
@@ -278,15 +284,17 @@ def headline_rows(workloads, results: dict, arms: dict[str, Arm]) -> list[dict]:
     rows = []
     for w in workloads:
         recs = [r for r in results[w.name]["records"] if r["round"] == 0]
-        method_label = next(spec for spec in w.arms if arms[spec].kind == w.method)
-        for conc in w.concurrencies:
+        mine = [spec for spec in w.arms if arms[spec].kind == w.method]
+        names = short_names(arms)
+        for conc, method_label in ((c, m) for c in w.concurrencies for m in mine):
             at = {r["arm"]: r for r in recs if r["concurrency"] == conc}
             rec = at.get(method_label)
             ok_builtins = [
                 r for label, r in at.items() if arms[label].kind in BUILTIN_KINDS and r.get("output_tokens_per_s")
             ]
             best = max(ok_builtins, key=lambda r: r["output_tokens_per_s"], default=None)
-            row = {"method": METHOD_KINDS[w.method], "workload": w.name, "concurrency": conc, "arm": method_label}
+            title = METHOD_KINDS[w.method] + (f" ({names[method_label]})" if len(mine) > 1 else "")
+            row = {"method": title, "workload": w.name, "concurrency": conc, "arm": method_label}
             if rec is None or "error" in rec:
                 row["verdict"] = "FAILED: " + (rec or {}).get("error", "no result")[:120]
                 rows.append(row)
@@ -303,7 +311,7 @@ def headline_rows(workloads, results: dict, arms: dict[str, Arm]) -> list[dict]:
                 best_builtin=best["arm"] if best else None,
                 quality=text,
                 quality_ok=ok,
-                verdict=verdict(vs_ar, beat, ok, short_names(arms).get(name, name)),
+                verdict=verdict(vs_ar, beat, ok, names.get(name, name)),
                 against=(best["arm"] if name != "ar" else "ar"),
                 why=explain(rec, best if name != "ar" else at.get(next(a for a in w.arms if arms[a].kind == "ar"))),
             )

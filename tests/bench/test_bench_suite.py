@@ -188,7 +188,8 @@ def test_suite_on_a_stand_in_engine_writes_every_report(monkeypatch, tmp_path: P
     from dataclasses import replace
 
     plain = tuple(  # the csd arm without the committed memory file: this test is about the harness
-        replace(w, arms=tuple("csd" if a.startswith("csd") else a for a in w.arms)) for w in suite.PRESETS["main"]
+        replace(w, arms=tuple(dict.fromkeys("csd" if a.startswith("csd") else a for a in w.arms)))
+        for w in suite.PRESETS["main"]
     )
     monkeypatch.setitem(suite.PRESETS, "main", plain)
     out = tmp_path / "main"
