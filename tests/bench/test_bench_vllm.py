@@ -45,7 +45,7 @@ def test_main_preset_on_vllm_cpu(tmp_path: Path) -> None:
     rc = main([*argv, "--out", str(out)])
     summary = json.loads((out / "results.json").read_text())
     assert rc == 0, summary
-    assert {row["method"] for row in summary["headline"]} == {"SMC-SD", "CSD", "ToolSpec"}
+    assert {row["method"].split(" ")[0] for row in summary["headline"]} == {"SMC-SD", "CSD", "ToolSpec"}
     assert all("FAILED" not in row["verdict"] for row in summary["headline"])
     reason = suffix_unavailable_reason()
     assert ("suffix" in summary["unavailable"]) == (reason is not None)
