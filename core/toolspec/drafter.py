@@ -50,7 +50,7 @@ class _Request:
     shared: bool  # learns into and drafts from its tenant's memories (False: nothing outlives the request)
     prompt: list[int]
     tracker: CallTracker | None
-    recycling: TokenRecycling | None  # its tenant's table, or its own
+    recycling: TokenRecycling | None  # its own table (not shared), or its tenant's once the tenant has one
     output: list[int] = field(default_factory=list)
 
 
@@ -86,34 +86,54 @@ class ToolSpecDrafter:
             grammar = self._grammar(tools, vocab.special_tokens)
             tracker = CallTracker(vocab, grammar, self.format, self._decode)
         tenant = str(tenant)
-        shared = self._admitted(tenant)
+        shared = self._may_share(tenant)
         with self._lock:
             recycling = None
             if self.config.use_recycling:
-                recycling = self._recycling.get(tenant) if shared else None
-                if recycling is None:
-                    recycling = self._new_recycling()
-                    if shared:
-                        self._recycling[tenant] = recycling
+                recycling = self._recycling.get(tenant) if shared else self._new_recycling()
             if not shared:
                 self.private_requests += 1
             prompt = [int(t) for t in prompt_token_ids]
             self._requests[request_id] = _Request(tenant, shared, prompt, tracker, recycling)
 
-    def _admitted(self, tenant: str) -> bool:
-        """Whether `tenant` shares its memories across its requests: a name the deployment controls, admitted by
-        the bank (a full bank refuses new tenants); claimed names only with the operator's opt-in."""
+    def _may_share(self, tenant: str) -> bool:
+        """Whether `tenant`'s requests may share memories: a name the deployment controls (claimed names only with
+        the operator's opt-in) that is established or that the bank still has room for. Nothing is created here:
+        a tenant is established by the first thing it learns (`_learning_table`, `finish_request`)."""
         if tenant == ANONYMOUS_TENANT or (tenant.startswith(CLAIMED) and not self.config.trust_claimed_tenant):
             return False
-        return self.bank.admit(tenant)
+        return self.bank.admissible(tenant)
+
+    def _learning_table(self, request: _Request) -> TokenRecycling | None:
+        """The recycling table `request` learns into: its own, or its tenant's (made on the tenant's first lesson,
+        which establishes the tenant; a tenant the bank refuses by then makes the request private from here on)."""
+        if request.recycling is not None or not self.config.use_recycling:
+            return request.recycling
+        with self._lock:
+            table = self._recycling.get(request.tenant)
+            if table is None:
+                if self.bank.admit(request.tenant):
+                    table = self._recycling[request.tenant] = self._new_recycling()
+                else:
+                    request.shared = False
+                    self.private_requests += 1
+                    table = self._new_recycling()
+            request.recycling = table
+            return table
+
+    def _drafting_table(self, request: _Request) -> TokenRecycling | None:
+        """The recycling table `request` drafts from (None: nothing learned yet)."""
+        if request.recycling is None and request.shared and self.config.use_recycling:
+            request.recycling = self._recycling.get(request.tenant)  # another request of the tenant may have made it
+        return request.recycling
 
     def _new_recycling(self) -> TokenRecycling:
         return TokenRecycling(len(self.tokenizer), self.config.recycling_top_k, self.config.recycling_rows_per_tenant)
 
     def recycling_of(self, request_id: str) -> TokenRecycling | None:
-        """The token-recycling table `request_id` drafts from (its tenant's, or its own)."""
+        """The token-recycling table `request_id` learns into and drafts from (its tenant's, or its own)."""
         request = self._requests.get(request_id)
-        return request.recycling if request is not None else None
+        return self._learning_table(request) if request is not None else None
 
     def has_request(self, request_id: str) -> bool:
         return request_id in self._requests
@@ -180,8 +200,9 @@ class ToolSpecDrafter:
         """Target scores at `request_id`'s verified positions (`tokens` [N] inputs, `logits` [N, V]): its token
         recycling table (its tenant's, or its own) learns them."""
         request = self._requests.get(request_id)
-        if request is not None and request.recycling is not None:
-            request.recycling.observe_logits(tokens, logits)
+        table = self._learning_table(request) if request is not None and len(tokens) else None
+        if table is not None:
+            table.observe_logits(tokens, logits)
 
     def save(self, path: str) -> None:
         self.bank.save(path)
@@ -265,8 +286,10 @@ class ToolSpecDrafter:
         if request is None:
             raise KeyError(f"toolspec: request {request_id!r} was not started (start_request first)")
         output = list(token_ids[len(request.prompt) :])
-        if request.recycling is not None:  # the committed transitions since last time, the prompt's last token first
-            request.recycling.observe_committed(token_ids[max(len(request.prompt) + len(request.output) - 1, 0) :])
+        fresh = token_ids[max(len(request.prompt) + len(request.output) - 1, 0) :]  # the prompt's last token first
+        table = self._learning_table(request) if len(fresh) >= 2 else None  # committed transitions since last time
+        if table is not None:
+            table.observe_committed(fresh)
         request.output = output
         if request.tracker is not None:
             request.tracker.advance(output)
@@ -305,8 +328,9 @@ class ToolSpecDrafter:
             for tokens, source in ((own, "context"), (found[0][1] if found else [], "memory")):
                 if tokens and (tracker is None or tracker.legal_prefix(tokens)):
                     return tokens, source
-        if request.recycling is not None and sequence:
-            options = request.recycling.candidates(sequence[-1])
+        recycling = self._drafting_table(request)
+        if recycling is not None and sequence:
+            options = recycling.candidates(sequence[-1])
             if tracker is not None:
                 options = tracker.allowed(options)
             if options:
@@ -340,8 +364,9 @@ class ToolSpecDrafter:
         options: list[list[int]] = []
         if self.config.use_retrieval and request.shared:
             options += self.bank.continuations(request.tenant, sequence, room, limit=self.config.tree_width)
-        if request.recycling is not None and sequence:
-            options += [[t] for t in request.recycling.candidates(sequence[-1])]
+        recycling = self._drafting_table(request)
+        if recycling is not None and sequence:
+            options += [[t] for t in recycling.candidates(sequence[-1])]
         tracker = request.tracker
         kept = []
         for option in options:

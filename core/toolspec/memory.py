@@ -131,6 +131,12 @@ class InvocationMemoryBank:
             self._tenants[tenant] = memory
         return memory
 
+    def admissible(self, tenant: str) -> bool:
+        """Whether `tenant` has a memory or would get one now (no side effect): False for the anonymous tenant and
+        for a new tenant while the bank is full."""
+        with self._lock:
+            return tenant != ANONYMOUS_TENANT and (tenant in self._tenants or len(self._tenants) < self.max_tenants)
+
     def admit(self, tenant: str) -> bool:
         """Whether `tenant` has (or now gets) a memory of its own: False for the anonymous tenant and for a new
         tenant while the bank is full. A refused tenant's requests share nothing, as anonymous ones."""

@@ -91,7 +91,7 @@ def test_anonymous_requests_share_nothing_but_keep_their_own_context(smollm2_tok
     # Own-context prompt lookup still drafts: a request repeating its own prompt's line.
     drafter.start_request("anon-2", bob_prompt, tenant="")
     assert "hunter2" in tok.decode(drafter.draft("anon-2", bob_prompt + _encode(tok, " bank PIN is 4417")))
-    assert drafter.bank.tenants() == ["alice"]  # the anonymous tenant has no memory at all
+    assert drafter.bank.tenants() == []  # the anonymous tenant has no memory at all (alice has learned nothing yet)
 
 
 def test_flooding_with_new_tenants_cannot_evict_an_established_tenant(smollm2_tokenizer) -> None:
