@@ -107,7 +107,9 @@ def markdown(results: dict) -> str:
             "context, and token recycling.",
         ]
     if results.get("plots"):
-        lines += ["", *(f"![{Path(name).stem}]({name})" for name in results["plots"])]
+        names = short_names({a["label"]: a["kind"] for a in results.get("arms", [])})
+        key = ", ".join(f"{short} = `{label}`" for label, short in names.items() if short != label)
+        lines += ["", *([f"Plot key: {key}."] if key else []), *(f"![{Path(n).stem}]({n})" for n in results["plots"])]
     return "\n".join(lines) + "\n"
 
 
@@ -150,6 +152,19 @@ def _quality_table(results: dict) -> list[str]:
     return lines
 
 
+def short_names(kinds: dict[str, str]) -> dict[str, str]:
+    """Plot and table labels for arm specs: the arm kind, numbered when a kind appears twice (reports carry the key
+    back to the full spec), so a plot never carries a legend of full arm specs."""
+    names: dict[str, str] = {}
+    for label, kind in kinds.items():
+        base = "draft" if kind == "draft_model" else kind
+        name, k = base, 2
+        while name in names.values():
+            name, k = f"{base}{k}", k + 1
+        names[label] = name
+    return names
+
+
 def plots(results: dict, out: Path) -> list[str]:
     try:
         import matplotlib
@@ -158,15 +173,21 @@ def plots(results: dict, out: Path) -> list[str]:
         import matplotlib.pyplot as plt
     except ImportError:
         return []
-    ok = [r for r in results["records"] if "error" not in r]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for arm in dict.fromkeys(r["arm"] for r in ok):
-        pts = sorted((r["concurrency"], r["output_tokens_per_s"]) for r in ok if r["arm"] == arm and r["round"] == 0)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=arm)
-    ax.set_xlabel("concurrency")
+    ok = [r for r in results["records"] if "error" not in r and r["round"] == 0]
+    names = short_names({a["label"]: a["kind"] for a in results.get("arms", [])})
+    seen = {r["arm"] for r in ok}
+    arms = [a["label"] for a in results.get("arms", []) if a["label"] in seen] or sorted(seen)
+    concs = sorted({r["concurrency"] for r in ok})
+    rate = {(r["arm"], r["concurrency"]): r["output_tokens_per_s"] or 0 for r in ok}
+    width = 0.8 / max(1, len(concs))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(arms) + 2), 4))
+    for j, conc in enumerate(concs):
+        xs = [i + (j - (len(concs) - 1) / 2) * width for i in range(len(arms))]
+        ax.bar(xs, [rate.get((a, conc), 0) for a in arms], width=width * 0.95, label=f"c={conc}")
+    ax.set_xticks(range(len(arms)), [names.get(a, a) for a in arms])
     ax.set_ylabel("output tokens/s")
-    ax.set_title(f"{results['engine']} — {results['dataset']}")
-    ax.legend()
+    ax.set_title(f"{results['engine']} — {results['dataset']} (round 0; arm key in report.md)", fontsize=10)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "throughput.png", dpi=100)
     plt.close(fig)
@@ -178,7 +199,7 @@ def plots(results: dict, out: Path) -> list[str]:
     if hist:
         fig, ax = plt.subplots(figsize=(6, 4))
         for arm, values in hist.items():
-            ax.hist(values, bins=range(max(values) + 2), alpha=0.5, label=arm, align="left")
+            ax.hist(values, bins=range(max(values) + 2), alpha=0.5, label=names.get(arm, arm), align="left")
         ax.set_xlabel("draft tokens accepted per step")
         ax.set_ylabel("count")
         ax.legend()

@@ -231,14 +231,9 @@ def _override(w: SuiteWorkload, s) -> SuiteWorkload:
 
 def short_names(arms: dict[str, Arm]) -> dict[str, str]:
     """Plot and table labels: the arm kind, numbered when a kind appears twice (the key maps them back)."""
-    names: dict[str, str] = {}
-    for label, arm in arms.items():
-        base = "draft" if arm.kind == "draft_model" else arm.kind
-        name, k = base, 2
-        while name in names.values():
-            name, k = f"{base}{k}", k + 1
-        names[label] = name
-    return names
+    from specplug.bench.report import short_names as by_kind
+
+    return by_kind({label: arm.kind for label, arm in arms.items()})
 
 
 def quality(rec: dict, kind: str, temperature: float) -> tuple[str, bool | None]:
