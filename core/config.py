@@ -20,3 +20,18 @@ def check_integer(name: str, value: Any, low: int, high: int, *, method: str) ->
     """Refuse anything but an integer in [low, high] (booleans included: `True` is not a count)."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ConfigError(name, value, f"an integer in [{low}, {high}]", method=method)
+
+
+def with_draft_length(
+    given: Mapping[str, Any], key: str, num_speculative_tokens: int | None, *, method: str
+) -> dict[str, Any]:
+    """A method's settings with its draft-length `key` taken from the engine's num_speculative_tokens when the host
+    knows it: a different value given by the user is refused (one draft budget, stated once)."""
+    merged = dict(given)
+    if num_speculative_tokens is None:
+        return merged
+    if key in merged and merged[key] != num_speculative_tokens:
+        allowed = f"omitted, or equal to the engine's num_speculative_tokens ({num_speculative_tokens})"
+        raise ConfigError(key, merged[key], allowed, method=method)
+    merged[key] = num_speculative_tokens
+    return merged

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from specplug.core.config import check_integer, settings
+from specplug.core.config import check_integer, settings, with_draft_length
 from specplug.core.errors import ConfigError
 from specplug.core.persist import DataFileError, check_interval, check_save_path
 
@@ -82,12 +82,7 @@ def check_startup(
     CSD memory whose token ids lie in the target's vocabulary. Raises `ConfigError` naming the setting (and file)."""
     from specplug.core.csd.bank import CorrectionMemoryBank
 
-    merged = dict(given)
-    if num_speculative_tokens is not None:
-        if "gamma" in merged and merged["gamma"] != num_speculative_tokens:
-            allowed = f"omitted, or equal to the engine's num_speculative_tokens ({num_speculative_tokens})"
-            raise ConfigError("gamma", merged["gamma"], allowed, method=METHOD)
-        merged["gamma"] = num_speculative_tokens
+    merged = with_draft_length(given, "gamma", num_speculative_tokens, method=METHOD)
     config = CSDConfig.from_mapping(merged)
     check_save_path(config.save_path, method=METHOD)
     if config.memory_path is not None:

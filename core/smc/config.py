@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from specplug.core.config import check_integer, settings
+from specplug.core.config import check_integer, settings, with_draft_length
 from specplug.core.errors import ConfigError
 
 METHOD = "smc"
@@ -72,10 +72,5 @@ def check_startup(
 ) -> SMCConfig:
     """SMC-SD's settings checked without an engine (`specplug doctor --config`); γ is the engine's draft length
     when the host knows it. Raises `ConfigError` naming the setting."""
-    merged = dict(given)
-    if num_speculative_tokens is not None:
-        if "gamma" in merged and merged["gamma"] != num_speculative_tokens:
-            allowed = f"omitted, or equal to num_speculative_tokens ({num_speculative_tokens})"
-            raise ConfigError("gamma", merged["gamma"], allowed, method=METHOD)
-        merged["gamma"] = num_speculative_tokens
+    merged = with_draft_length(given, "gamma", num_speculative_tokens, method=METHOD)
     return SMCConfig.from_mapping(merged)

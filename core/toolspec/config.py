@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from specplug.core.config import check_integer, settings
+from specplug.core.config import check_integer, settings, with_draft_length
 from specplug.core.errors import ConfigError
 from specplug.core.persist import DataFileError, check_interval, check_save_path, check_token_ids
 
@@ -78,12 +78,8 @@ def check_startup(
     invocation memory whose token ids lie in the target's vocabulary. Raises `ConfigError` naming the setting."""
     from specplug.core.toolspec.memory import InvocationMemoryBank
 
-    merged = {key: value for key, value in given.items() if key != "tokenizer"}
-    if num_speculative_tokens is not None:
-        if "num_speculative_tokens" in merged and merged["num_speculative_tokens"] != num_speculative_tokens:
-            allowed = f"omitted, or equal to the engine's num_speculative_tokens ({num_speculative_tokens})"
-            raise ConfigError("num_speculative_tokens", merged["num_speculative_tokens"], allowed, method=METHOD)
-        merged["num_speculative_tokens"] = num_speculative_tokens
+    given = {key: value for key, value in given.items() if key != "tokenizer"}
+    merged = with_draft_length(given, "num_speculative_tokens", num_speculative_tokens, method=METHOD)
     config = ToolSpecConfig.from_mapping(merged)
     check_save_path(config.save_path, method=METHOD)
     if config.memory_path is not None:
