@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 NUM_PROMPTS, MAX_TOKENS = 8, 64
 
 PROBE = r"""
-import json, os, sys
+import json, os, sys, time
 os.environ.update({"VLLM_USE_V2_MODEL_RUNNER": "0", "VLLM_CPU_KVCACHE_SPACE": "2", "TOKENIZERS_PARALLELISM": "false",
                    "VLLM_ALLOW_INSECURE_SERIALIZATION": "1"})
 if __name__ == "__main__":
@@ -33,12 +33,24 @@ if __name__ == "__main__":
                                  extra_args={"toolspec": {"tools": t, "tenant": "bench"}}) for t in tools]
         outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
         return [list(o.outputs[0].token_ids) for o in outs]
+    def settled(answers):
+        # vLLM tells the runner that a request finished in the *next* engine step, which may come after an rpc
+        # sent as soon as generate() returns: ask again (each rpc lets the engine step) until the answers are in.
+        for _ in range(100):
+            found = llm.collective_rpc(toolspec_rpc, args=("report",))[0]
+            if found["memory"]["answers"] >= answers:
+                break
+            time.sleep(0.05)
+        return found
     spec = bool(job.get("speculative_config"))
-    if job.get("fill"):  # other prompts first: their answers fill the memory
+    fill = len(job["fill"]["prompts"]) if job.get("fill") else 0
+    if fill:  # other prompts first: their answers fill the memory
         run(job["fill"]["prompts"], job["fill"]["tools"])
-    before = llm.collective_rpc(toolspec_rpc, args=("report",))[0] if spec else None
+    before = settled(fill) if spec else None
     tokens = run(job["prompts"], job["tools"])
     metrics = {m.name.removesuffix("_total"): m.value for m in llm.get_metrics() if hasattr(m, "value")}
+    if spec:
+        settled(fill + len(job["prompts"]))
     after = llm.collective_rpc(toolspec_rpc, args=("save", job["save"]))[0] if spec else None
     print("RESULT " + json.dumps({"tokens": tokens, "before": before, "after": after,
                                   "accepted": metrics.get("vllm:spec_decode_num_accepted_tokens"),
