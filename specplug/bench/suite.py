@@ -87,21 +87,15 @@ def preset(name: str) -> tuple[SuiteWorkload, ...]:
 
 def unavailable_reason(arm: Arm) -> str | None:
     """Why an arm cannot run on this installation (one line naming the fix), or None."""
-    memory = arm.options.get("memory") if arm.kind in ("csd", "toolspec") else None
-    if memory and not Path(memory).is_file():
-        return (
-            f"memory file {memory} not found (run from the repository root, or build one with "
-            f"`specplug {arm.kind} {'calibrate' if arm.kind == 'csd' else 'remember'} --skip 10`)"
-        )
-    if arm.kind == "suffix":
-        try:
-            from specplug.bench.availability import suffix_unavailable_reason
-        except ImportError:
-            import importlib.util
+    from specplug.bench.cli import MEMORY_FILES
 
-            if importlib.util.find_spec("arctic_inference") is None:
-                return "vLLM's suffix decoding needs arctic-inference: bash scripts/install-suffix.sh"
-            return None
+    memory = arm.options.get("memory") if arm.kind in MEMORY_FILES else None
+    if memory and not Path(memory).is_file():
+        what, command = MEMORY_FILES[arm.kind]
+        return f"{what} file {memory} not found (run from the repository root, or build one with `{command}`)"
+    if arm.kind == "suffix":
+        from specplug.bench.availability import suffix_unavailable_reason
+
         return suffix_unavailable_reason()
     return None
 
