@@ -5,13 +5,11 @@ the memory and it saves through `collective_rpc`, and a corrupt memory file stop
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from .probe_runner import run_probe
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
@@ -71,14 +69,7 @@ def bfcl():
 
 
 def _run(tmp_path: Path, job: dict) -> tuple[int, dict | None, str]:
-    script, job_file = tmp_path / "probe.py", tmp_path / "job.json"
-    script.write_text(PROBE)
-    job_file.write_text(json.dumps(job))
-    proc = subprocess.run(
-        [sys.executable, str(script), str(job_file)], capture_output=True, text=True, timeout=900, env=dict(os.environ)
-    )
-    found = [line[7:] for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    return proc.returncode, json.loads(found[0]) if found else None, proc.stdout + proc.stderr
+    return run_probe(tmp_path, PROBE, job)
 
 
 def _near_tie_divergences(path, prompts, want_all, got_all) -> int:

@@ -19,14 +19,12 @@ and none of alice's drafts contain bob's secret. Drafts are recorded inside the 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+from .probe_runner import run_probe
 
 pytestmark = [pytest.mark.vllm]
 
@@ -193,15 +191,9 @@ def test_tenants_never_draft_each_others_text(tmp_path: Path, model, record_prop
             ["alice", "alice-x"],
         ],
     }
-    script, job_file = tmp_path / "probe.py", tmp_path / "job.json"
-    script.write_text(PROBE)
-    job_file.write_text(json.dumps(job))
-    proc = subprocess.run(
-        [sys.executable, str(script), str(job_file)], capture_output=True, text=True, timeout=900, env=dict(os.environ)
-    )
-    found = [line[7:] for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and found, (proc.stdout + proc.stderr)[-4000:]
-    alice_x, bob, alice_y, anonymous, alice_again = json.loads(found[0])
+    returncode, result, output = run_probe(tmp_path, PROBE, job)
+    assert returncode == 0 and result, output[-4000:]
+    alice_x, bob, alice_y, anonymous, alice_again = result
     text = {s["name"] + str(s["salt"]): tokenizer.decode(s["output"]) for s in (alice_x, bob)}
     record_property("outputs", text)
     record_property("drafted", [s["drafted"] for s in (alice_x, bob, alice_y, anonymous, alice_again)])
