@@ -68,6 +68,7 @@ class ArmRun:
     drafted_by_source: dict[str, int] | None = None  # ToolSpec: draft tokens per source (schema, memory, …)
     workload: str | None = None  # the suite workload this run belongs to
     startup_s: float | None = None  # engine start (imports, load, profiling), reported apart from decoding
+    drafting_ms_per_step: float | None = None  # wall time of the engine's drafting call per step (None: not timed)
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -102,6 +103,7 @@ def summarize(run: ArmRun, reference: ArmRun | None) -> dict:
         "num_accepted_tokens": run.num_accepted_tokens,
         "num_rescued": run.num_rescued,
         "engine_startup_s": run.startup_s,
+        "drafting_ms_per_step": run.drafting_ms_per_step,
         "drafted_by_source": run.drafted_by_source,
         "exact_match": None,
         "accuracy": None,

@@ -312,7 +312,8 @@ def explain(rec: dict, other: dict | None) -> str:
     """Why the method lands where it does against `other` (the arm its verdict is measured against), from the
     metrics that decide speculative speed: target forwards per committed token (fewer is the whole point),
     acceptance (how much verified work is thrown away) and request time per output token (what each token costs
-    once drafting and verification are paid; taken end to end because SMC-SD delivers its tokens at the end)."""
+    once drafting and verification are paid; taken end to end because SMC-SD delivers its tokens at the end), and
+    the wall time of the engine's drafting call per step where the engine timed it."""
     if other is None:
         return ""
 
@@ -326,6 +327,9 @@ def explain(rec: dict, other: dict | None) -> str:
         f"acceptance {fig(rec.get('acceptance_rate'), other.get('acceptance_rate'), '.2f')}",
         f"request ms/token {fig(cost, cost_other, '.0f')}",
     ]
+    drafting, drafting_other = rec.get("drafting_ms_per_step"), other.get("drafting_ms_per_step")
+    if drafting is not None or drafting_other is not None:
+        parts.append(f"drafting ms/step {fig(drafting, drafting_other, '.2f')}")
     reason = ""
     if None not in (fwd, fwd_other, cost, cost_other):
         if fwd < fwd_other * (1 - TIE) and cost > cost_other * (1 + TIE):

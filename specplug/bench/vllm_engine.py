@@ -208,6 +208,7 @@ def run_arm(job: ArmJob) -> list[ArmRun]:
                 drafted_by_source=specplug.get("drafted"),
                 workload=r.get("workload"),
                 startup_s=data.get("startup_s"),
+                drafting_ms_per_step=r.get("drafting_ms_per_step"),
             )
         )
     return runs

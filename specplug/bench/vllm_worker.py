@@ -120,7 +120,19 @@ def _run(
                         "forwards": forwards,
                     }
                 )
-    return sorted(done, key=lambda r: r["index"]), time.perf_counter() - start
+    wall = time.perf_counter() - start
+    _settle(engine)
+    return sorted(done, key=lambda r: r["index"]), wall
+
+
+def _settle(engine) -> None:
+    """Deliver the pass's last finishes to the worker now. vLLM tells the runner a request finished only in the
+    next step's scheduler output, and an offline loop stops as soon as every output is in, so without this the
+    last answers would reach the specplug session at the next pass's first step: after its memory reset (a warm-up
+    answer would count as learned) or after its save (the last answer would be missing). One empty step (no model
+    forward, no counted step) sends them."""
+    if not engine.has_unfinished_requests():
+        engine.step()
 
 
 def _count_steps(llm) -> dict | None:
@@ -155,6 +167,32 @@ def _reset_builtin_drafter(worker) -> bool:
         max_cached_requests=spec.suffix_decoding_max_cached_requests,
     )
     return True
+
+
+def _drafting_clock(worker) -> list[float]:
+    """Time every drafting call of the worker's runner (`propose_draft_token_ids`: vLLM's drafters and specplug's
+    proposer slot alike) on an instance wrapper installed once; returns [calls, seconds] so far. A benchmark
+    instrument on this worker only: it changes no decision of the engine."""
+    runner = worker.model_runner
+    clock = getattr(runner, "specplug_bench_drafting", None)
+    if clock is None:
+        clock = runner.specplug_bench_drafting = [0.0, 0.0]
+        propose = runner.propose_draft_token_ids
+
+        def timed(*args, **kwargs):
+            began = time.perf_counter()
+            try:
+                return propose(*args, **kwargs)
+            finally:
+                clock[0] += 1
+                clock[1] += time.perf_counter() - began
+
+        runner.propose_draft_token_ids = timed
+    return list(clock)
+
+
+def _drafting(llm) -> list[float]:
+    return [sum(c) for c in zip(*llm.collective_rpc(_drafting_clock), strict=True)]
 
 
 def _finished(progress: Path | None, count: int = 1) -> None:
@@ -222,6 +260,7 @@ def bench_loop(llm, job: dict) -> dict:
             _specplug(llm, method, "reset")
             llm.collective_rpc(_reset_builtin_drafter)
             before, session_before = _counters(llm), _session_counters(_specplug(llm, method))
+            drafting_before = _drafting(llm)
             steps_before = steps["n"] if steps else 0
             requests, wall = _run(
                 llm,
@@ -239,6 +278,8 @@ def bench_loop(llm, job: dict) -> dict:
             deltas["accepted_per_pos"] = _combine(after["accepted_per_pos"], before["accepted_per_pos"], -1)
             deltas["specplug"] = _change(session_after, session_before)
             deltas["engine_steps"] = (steps["n"] - steps_before) if steps else None
+            calls, seconds = (a - b for a, b in zip(_drafting(llm), drafting_before, strict=True))
+            deltas["drafting_ms_per_step"] = 1000 * seconds / calls if calls else None
             runs.append(
                 {"workload": work.get("name"), "concurrency": conc, "requests": requests, "wall_s": wall, **deltas}
             )

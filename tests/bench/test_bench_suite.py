@@ -157,6 +157,16 @@ def test_headline_rows_compare_with_the_best_builtin() -> None:
     assert failed["verdict"] == "FAILED: boom"
 
 
+def test_why_line_names_the_drafting_cost_where_the_engine_timed_it() -> None:
+    mine = {"target_forwards_per_token": 0.40, "request_ms_per_token": 80.0, "acceptance_rate": 0.4}
+    theirs = {"target_forwards_per_token": 0.41, "request_ms_per_token": 70.0, "acceptance_rate": 0.6}
+    assert "drafting ms/step" not in suite.explain(mine, theirs)
+    why = suite.explain({**mine, "drafting_ms_per_step": 1.234}, {**theirs, "drafting_ms_per_step": 0.3})
+    assert "drafting ms/step 1.23 vs 0.30" in why and why.endswith(
+        "each costs more (more verified positions or drafting)"
+    )
+
+
 def test_suite_on_a_stand_in_engine_writes_every_report(monkeypatch, tmp_path: Path, capsys) -> None:
     """Stand-in engine (not vLLM): one engine per distinct arm, every workload reported, suffix marked unavailable."""
     from specplug.bench.workload import Workload

@@ -29,8 +29,9 @@ if __name__ == "__main__":
               max_num_seqs=4, seed=0, async_scheduling=False, speculative_config=speculative,
               additional_config={"specplug": specplug})
     prompts = ["List the first ten prime numbers, separated by commas.", "Repeat: the quick brown fox jumps."]
-    llm.chat([[{"role": "user", "content": p}] for p in prompts], SamplingParams(temperature=0, max_tokens=32),
-             use_tqdm=False)
+    # The operator names a tenant: anonymous requests share nothing, so nothing of theirs would be remembered.
+    params = SamplingParams(temperature=0, max_tokens=32, extra_args={"toolspec": {"tenant": "ops"}})
+    llm.chat([[{"role": "user", "content": p}] for p in prompts], params, use_tqdm=False)
     before = os.path.exists(specplug["save_path"])
     llm.llm_engine.engine_core.shutdown()  # vLLM's own orderly shutdown of the engine and its worker
     print("RESULT " + json.dumps({"saved_before_shutdown": before}))
