@@ -108,6 +108,7 @@ class MethodInfo:
     status: Status
     summary: str
     display: str = ""  # how users and messages name it ("SMC-SD"); the name when empty
+    reads_request_tools: bool = False  # drafts from a chat request's `tools`: servers must pass them through
 
 
 @dataclass(frozen=True)

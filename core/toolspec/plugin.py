@@ -42,6 +42,7 @@ def specplug_plugin_info() -> PluginInfo:
                 "available",
                 "ToolSpec: schema-forced, retrieved and recycled drafts",
                 "ToolSpec",
+                reads_request_tools=True,
             ),
             MethodInfo("invocation", "memory", "available", "ToolSpec's per-tenant retrieval memory of answers"),
         ),

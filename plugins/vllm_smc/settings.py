@@ -201,18 +201,25 @@ def engine_args_method(engine_args: Any) -> str | None:
 
 
 def tool_flags_warning(server_args: Any, engine_args: Any) -> str | None:
-    """The one-line warning for ToolSpec behind vLLM's OpenAI server without tool-call parsing, or None.
+    """The one-line warning for a method that drafts from request tools (`MethodInfo.reads_request_tools`:
+    ToolSpec) behind vLLM's OpenAI server without tool-call parsing, or None.
 
     vLLM answers every chat request that carries `tools` with HTTP 400 unless the server runs with
-    `--enable-auto-tool-choice --tool-call-parser PARSER`; ToolSpec drafts exactly those requests. `server_args`
+    `--enable-auto-tool-choice --tool-call-parser PARSER`; such a method drafts exactly those requests. `server_args`
     is the server's parsed command line (`EngineArgs.from_cli_args` receives it): other callers' namespaces lack
     the server's flags and get no warning."""
-    if not hasattr(server_args, "enable_auto_tool_choice") or engine_args_method(engine_args) != "toolspec":
+    if not hasattr(server_args, "enable_auto_tool_choice"):
+        return None
+    from specplug.core.plugin_manager import get_plugin_manager
+
+    method = engine_args_method(engine_args)
+    info = next((m for m in get_plugin_manager().methods() if m.name == method and m.reads_request_tools), None)
+    if info is None:
         return None
     if getattr(server_args, "enable_auto_tool_choice", False) and getattr(server_args, "tool_call_parser", None):
         return None
     return (
-        "specplug: ToolSpec is served without tool-call parsing: vLLM answers every chat request that carries "
-        f"`tools` with HTTP 400; start the server with {TOOL_FLAGS} (the parser that matches the model's "
-        "tool-call format; hermes for <tool_call> JSON)"
+        f"specplug: {info.display or info.name} is served without tool-call parsing: vLLM answers every chat "
+        f"request that carries `tools` with HTTP 400; start the server with {TOOL_FLAGS} (the parser that matches "
+        "the model's tool-call format; hermes for <tool_call> JSON)"
     )

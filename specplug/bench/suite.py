@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from specplug.bench.arms import Arm, parse_arm
@@ -77,6 +77,14 @@ PRESETS: dict[str, tuple[SuiteWorkload, ...]] = {
         ),
     ),
 }
+# `ngram-k`: vLLM's ngram at each draft length on the main job's greedy workloads (same prompts, same settings), so
+# the main job can compare against the k a user would pick for that traffic (docs/bench/ngram-k/).
+NGRAM_SWEEP = ("ar", "ngram:k=2", "ngram:k=4", "ngram:k=6", "ngram:k=8")
+PRESETS["ngram-k"] = tuple(
+    replace(w, arms=NGRAM_SWEEP, why=f"the main job's {w.name} prompts: which ngram k a user would pick")
+    for w in PRESETS["main"]
+    if w.temperature == 0
+)
 
 
 def preset(name: str) -> tuple[SuiteWorkload, ...]:
