@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from specplug.core.errors import ConfigError, SpecplugError
-from specplug.core.files import write_atomic
+from specplug.core.files import remove_stale_temporaries, write_atomic
 
 FORMAT = "specplug-data"
 
@@ -207,6 +207,9 @@ class PeriodicSaver:
 
     def __init__(self, save: Any, path: str | None, interval_s: float, what: str) -> None:
         check_save_path(path, method=what.lower())
+        if path:
+            for leftover in remove_stale_temporaries(path):
+                log.warning("specplug: removed %s, left by a %s save that was killed mid-write", leftover, what)
         self._save, self.path, self.interval_s, self.what = save, path, interval_s, what
         self.saved_at = time.monotonic()
         self._thread: threading.Thread | None = None

@@ -60,7 +60,8 @@ PRESETS: dict[str, tuple[SuiteWorkload, ...]] = {
             "humaneval",
             (
                 "ar",
-                "ngram:k=6",
+                "ngram:k=6",  # CSD's own drafter
+                "ngram:k=8",  # the best k at c=1 in the ngram-k sweep (docs/bench/ngram-k/; k=6 is best on ToolTalk)
                 "suffix",
                 f"csd:proposer=ngram:k=6:memory={CSD_MEMORY}:lam=auto",  # the budget's λ
                 f"csd:proposer=ngram:k=6:memory={CSD_MEMORY}:lam=6",  # the paper's λ: what its speed costs

@@ -77,3 +77,43 @@ def test_bad_save_settings_are_refused_at_startup(tmp_path: Path, method: str) -
         MethodSession(method, {"save_path": str(tmp_path / "no" / "m.json")}, engine="test", facts=facts)
     with pytest.raises(ConfigError, match="save_interval_s"):
         MethodSession(method, {"save_interval_s": -1}, engine="test", facts=facts)
+
+
+def test_a_save_killed_mid_write_keeps_the_old_file_and_its_leftover_goes_at_the_next_start(
+    tmp_path: Path, caplog
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from specplug.core.files import write_atomic
+
+    path = tmp_path / "m.json"
+    write_atomic(path, "old complete file")
+    # A writer that gets SIGKILL after writing its temporary file and before the rename.
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys, time; from specplug.core.files import write_atomic; "
+            "os.replace = lambda *a: (print('written', flush=True), time.sleep(600)); "
+            "write_atomic(sys.argv[1], 'new file')",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout.readline().strip() == "written"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=30)
+    assert path.read_text() == "old complete file"
+    (leftover,) = tmp_path.glob(".m.json.*.tmp")
+    PeriodicSaver(lambda p: None, str(path), 60.0, "Test")
+    assert leftover.exists()  # fresh: it could be another process's write in progress
+    os.utime(leftover, (time.time() - 3600, time.time() - 3600))
+    with caplog.at_level(logging.WARNING, logger="specplug"):
+        PeriodicSaver(lambda p: None, str(path), 60.0, "Test")
+    assert not leftover.exists() and "killed mid-write" in caplog.text
+    assert path.read_text() == "old complete file"
