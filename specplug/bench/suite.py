@@ -395,11 +395,16 @@ def headline_markdown(name, s, workloads, results, arms, rows, missing, plots, w
         "",
         f"Command: `specplug {' '.join(s.argv)}` — total {wall_s / 60:.1f} min.",
         "",
-        "Is each specplug method faster than the engine's best built-in, on its own workload, at equal quality?",
-        "",
-        "| method | workload | conc | tok/s ÷ AR | ÷ best built-in | quality vs AR | verdict |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+    if rows:
+        lines += [
+            "Is each specplug method faster than the engine's best built-in, on its own workload, at equal quality?",
+            "",
+            "| method | workload | conc | tok/s ÷ AR | ÷ best built-in | quality vs AR | verdict |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+    else:
+        lines.append("This preset runs no specplug method: it compares built-in arms (every arm below).")
     for r in rows:
         best = f"{_f(r.get('vs_best'))} ({names.get(r.get('best_builtin'), '—')})" if r.get("vs_best") else "—"
         lines.append(
