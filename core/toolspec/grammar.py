@@ -10,11 +10,19 @@ The schema here is a *drafting* guide, not a constraint on the model: objects wi
 closed and keys follow the declared order, because that is what models usually write. When the model writes
 something else (a wrong tool name, an unknown key), the tracker goes off-schema for that call, drafts without
 the schema, and re-arms after the call's closing tag. Verification stays greedy, so output never depends on it.
+
+A request whose output the engine constrains with a JSON Schema (vLLM's structured outputs: `tool_choice`
+"required" or a named function, `response_format`) carries that schema instead of its tools (`constraint_tools`):
+the whole answer is then that JSON, and what the schema forces is certain, not a guess. Its grammar closes objects
+and keeps the declared key order as the engine's own matcher does (xgrammar's strict mode), and assumes the
+model's usual `json.dumps` layout; if the model spaces its JSON otherwise, the tracker replays the answer under the
+same schema with any whitespace (`relaxed_grammar`), which forces less but matches whatever the engine allows.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import threading
 import weakref
@@ -101,6 +109,88 @@ def _call(name: str, arguments: dict[str, Any], fmt: ToolCallFormat) -> dict[str
     }
 
 
+CONSTRAINT_TYPE = "json_schema_constraint"  # the engine-neutral tool entry that carries an output constraint
+_CONSTRAINT_HEAD = "%llguidance {}\nstart: %json "
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SCHEMA_ONES = ("items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames")
+
+
+def constraint_tools(schema: Mapping[str, Any] | str | bool | None) -> list[dict[str, Any]] | None:
+    """The `tools` that carry a request's JSON-Schema output constraint to the drafter, or None when llguidance
+    cannot compile the schema (the request then drafts from its own tools: the engine still validates every draft).
+
+    `True` (or an empty schema) stands for "any JSON object" (vLLM's `json_object`)."""
+    if schema is True or schema is None:
+        schema = {"type": "object"}
+    if isinstance(schema, str):
+        try:
+            schema = json.loads(schema)
+        except ValueError:
+            return None
+    if not isinstance(schema, Mapping):
+        return None
+    grammar = constraint_grammar(schema)
+    return [{"type": CONSTRAINT_TYPE, "json_schema": dict(schema)}] if _compiles(grammar) else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiles(grammar: str) -> bool:
+    """Whether llguidance accepts `grammar` (cached: agents send the same tool set again and again)."""
+    import llguidance
+
+    return not llguidance.LLMatcher.validate_grammar(grammar)
+
+
+def json_constraint(tools: Sequence[Any] | None) -> dict[str, Any] | None:
+    """The output-constraint schema `tools` carry (`constraint_tools`), or None for ordinary tools."""
+    if tools and len(tools) == 1 and isinstance(tools[0], Mapping) and tools[0].get("type") == CONSTRAINT_TYPE:
+        schema = tools[0].get("json_schema")
+        return dict(schema) if isinstance(schema, Mapping) else {"type": "object"}
+    return None
+
+
+def constraint_grammar(schema: Mapping[str, Any], *, flexible: bool = False) -> str:
+    """Lark grammar (llguidance dialect) of an answer that is exactly one JSON value of `schema`.
+
+    `flexible=False` assumes `json.dumps` spacing (", " and ": "), which is what models write and what makes
+    braces, quotes and separators forced; `flexible=True` allows any whitespace, as vLLM's default does."""
+    layout = {"whitespace_flexible": flexible, "lenient": True}
+    if not flexible:
+        layout.update(item_separator=", ", key_separator=": ")
+    return f"{_CONSTRAINT_HEAD}{json.dumps({**_strict_view(schema), 'x-guidance': layout})}\n"
+
+
+def relaxed_grammar(grammar: str) -> str | None:
+    """The any-whitespace form of a strict constraint grammar (None for any other grammar)."""
+    if not grammar.startswith(_CONSTRAINT_HEAD):
+        return None
+    schema = json.loads(grammar[len(_CONSTRAINT_HEAD) :])
+    if schema.get("x-guidance", {}).get("whitespace_flexible"):
+        return None
+    return constraint_grammar({k: v for k, v in schema.items() if k != "x-guidance"}, flexible=True)
+
+
+def _strict_view(schema: Any) -> Any:
+    """`schema` with every object that declares properties but says nothing of others closed, as xgrammar's strict
+    mode (vLLM's default) reads it: its last key is then followed by a forced closing brace."""
+    if not isinstance(schema, Mapping):
+        return copy.deepcopy(schema)
+    out = {}
+    for key, value in schema.items():
+        if key in _SCHEMA_MAPS and isinstance(value, Mapping):
+            out[key] = {name: _strict_view(sub) for name, sub in value.items()}
+        elif key in _SCHEMA_LISTS and isinstance(value, list):
+            out[key] = [_strict_view(sub) for sub in value]
+        elif key in _SCHEMA_ONES:
+            out[key] = [_strict_view(sub) for sub in value] if isinstance(value, list) else _strict_view(value)
+        else:
+            out[key] = copy.deepcopy(value)
+    if "properties" in out and "additionalProperties" not in out and "unevaluatedProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
 def _text(value: str) -> str:
     return json.dumps(value) if value else ""
 
@@ -112,7 +202,11 @@ def tool_call_grammar(
 
     Tagged formats: free text with any number of calls, each opened by the tag wherever it appears. A tag that is
     one special token of the tokenizer is matched as that token (Qwen's `<tool_call>`), otherwise as text.
+    `tools` that carry an output constraint (`constraint_tools`) give that constraint's grammar, whatever `fmt`.
     """
+    constraint = json_constraint(tools)
+    if constraint is not None:
+        return constraint_grammar(constraint)
     schema = json.dumps(call_schema(tools, fmt))  # key order matters: properties are matched in order
     if not fmt.tagged:
         return f"%llguidance {{}}\nstart: %json {schema}\n"
@@ -182,18 +276,22 @@ class CallTracker:
     """
 
     def __init__(self, vocab: Vocabulary, grammar: str, fmt: ToolCallFormat, decode: Any) -> None:
-        from llguidance import LLMatcher
-
         self._vocab, self._grammar, self._fmt, self._decode = vocab, grammar, fmt, decode
-        self._matcher = LLMatcher(vocab.ll_tokenizer, grammar, log_level=0)
-        if self._matcher.is_error():
-            raise ConfigError(
-                "tools", "…", f"a schema llguidance compiles ({self._matcher.get_error()})", method="toolspec"
-            )
+        self._matcher = self._compile(grammar)
+        self._relaxed = relaxed_grammar(grammar)  # a constraint's any-whitespace form, tried once the layout breaks
+        self.constrained = grammar.startswith(_CONSTRAINT_HEAD)  # the whole answer is the engine-enforced JSON
         self._fed = 0  # committed output tokens seen
         self._off_from: int | None = None  # output index where the model left the schema
         self._output: list[int] = []
         self.off_schema_events = 0
+
+    def _compile(self, grammar: str) -> Any:
+        from llguidance import LLMatcher
+
+        matcher = LLMatcher(self._vocab.ll_tokenizer, grammar, log_level=0)
+        if matcher.is_error():
+            raise ConfigError("tools", "…", f"a schema llguidance compiles ({matcher.get_error()})", method="toolspec")
+        return matcher
 
     @property
     def on_schema(self) -> bool:
@@ -212,15 +310,29 @@ class CallTracker:
                 return
             self._off_from = len(self._output) - len(new) + accepted
             self.off_schema_events += 1
+            if self._relax():
+                return
         self._rearm()
 
     def _restart(self) -> None:
+        if self._relaxed is None and relaxed_grammar(self._grammar) is not None:  # back to the assumed layout
+            self._matcher, self._relaxed = self._compile(self._grammar), relaxed_grammar(self._grammar)
         self._matcher.reset()
         self._fed, self._off_from, self._output = 0, None, []
 
+    def _relax(self) -> bool:
+        """A constrained answer that left the assumed layout: follow it under the any-whitespace grammar (once)."""
+        if self._relaxed is None:
+            return False
+        self._matcher, self._relaxed = self._compile(self._relaxed), None
+        if self._matcher.try_consume_tokens(self._output) != len(self._output):
+            return False
+        self._off_from = None
+        return True
+
     def _rearm(self) -> None:
         """Off-schema: once the call's closing text is out, restart the matcher on the tokens after it."""
-        if not self._fmt.tagged or self._off_from is None:
+        if not self._fmt.tagged or self.constrained or self._off_from is None:
             return
         start = self._off_from
         tail = self._output[start:]
