@@ -11,6 +11,14 @@ bootstrap in every vLLM process; generic over methods — nothing here names one
 - `GPUModelRunner.shutdown` (called by the worker's own shutdown when the engine stops in order, SIGTERM
   included): the session closes first — held requests leave, the close hooks persist memories — in the process
   that holds it (the worker's `atexit` may never run: vLLM force-kills worker processes).
+- `AsyncLLM.shutdown` (OpenAI server front end): before vLLM stops its engine client — which, with the default
+  `--shutdown-timeout 0`, SIGTERMs and at once force-kills the engine core and its workers — the workers'
+  sessions close through the `specplug_rpc` worker method ("close"), so memories are saved while the workers
+  still live. vLLM calls it from an executor thread of the server's loop, so the rpc can be awaited on that loop.
+- `EngineCore.shutdown` (the engine-core process; the offline `LLM` runs it in-process): the same close before
+  vLLM tears its executor down.
+- `WorkerBase.specplug_rpc` (added): `collective_rpc("specplug_rpc", args=(action, path))` reaches every
+  worker's session by name, without VLLM_ALLOW_INSECURE_SERIALIZATION (function rpcs need it).
 - `GPUModelRunner._dummy_sampler_run`: vLLM's warm-up feeds the verifier random logits; the verifier slot is told
   it is warming up, so no warm-up step is announced (memories never learn from it).
 - `InputProcessor._validate_params` (front end): a request the selected method refuses (`specplug_refuse_request`)
@@ -43,9 +51,12 @@ def install() -> None:
     if PATCHER.report():  # already applied in this process
         return
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+    from vllm.v1.engine.async_llm import AsyncLLM
+    from vllm.v1.engine.core import EngineCore
     from vllm.v1.engine.input_processor import InputProcessor
     from vllm.v1.engine.llm_engine import LLMEngine
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+    from vllm.v1.worker.worker_base import WorkerBase
 
     from specplug.plugins.vllm_smc import host
 
@@ -57,6 +68,8 @@ def install() -> None:
     original_validate = InputProcessor._validate_params
     original_process = InputProcessor.process_inputs
     original_add = LLMEngine.add_request
+    original_core_shutdown = EngineCore.shutdown
+    original_async_shutdown = AsyncLLM.shutdown
 
     @functools.wraps(original_init)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -87,6 +100,21 @@ def install() -> None:
         except Exception:  # never keep vLLM from releasing its resources
             log.exception("specplug: closing the method session at shutdown failed")
         return original_shutdown(self, *args, **kwargs)
+
+    @functools.wraps(original_core_shutdown)
+    def core_shutdown(self: Any, *args: Any, **kwargs: Any) -> Any:
+        close_sessions(self)
+        return original_core_shutdown(self, *args, **kwargs)
+
+    @functools.wraps(original_async_shutdown)
+    def async_shutdown(self: Any, *args: Any, **kwargs: Any) -> Any:
+        close_sessions_from_front_end(self)
+        return original_async_shutdown(self, *args, **kwargs)
+
+    def worker_specplug_rpc(self: Any, action: str, path: str | None = None) -> Any:
+        from specplug.plugins.vllm_smc.rpc import specplug_rpc
+
+        return specplug_rpc(self, action, path)
 
     @functools.wraps(original_dummy)
     def _dummy_sampler_run(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -127,6 +155,11 @@ def install() -> None:
     PATCHER.patch(GPUModelRunner, "__init__", __init__, reason="open the specplug session named in additional_config")
     PATCHER.patch(GPUModelRunner, "_update_states", _update_states, reason="announce request start and finish")
     PATCHER.patch(GPUModelRunner, "shutdown", shutdown, reason="persist method memories at orderly shutdown")
+    PATCHER.patch(EngineCore, "shutdown", core_shutdown, reason="persist method memories before the executor stops")
+    PATCHER.patch(AsyncLLM, "shutdown", async_shutdown, reason="persist method memories before the server stops")
+    PATCHER.patch(
+        WorkerBase, RPC_METHOD, worker_specplug_rpc, reason="reach each worker's session by name", allow_add=True
+    )
     PATCHER.patch(
         GPUModelRunner, "_dummy_sampler_run", _dummy_sampler_run, reason="keep warm-up logits out of method memories"
     )
@@ -147,6 +180,55 @@ def install() -> None:
     )
     PATCHER.patch(LLMEngine, "add_request", add_request, reason="mark the offline engine's requests as the operator's")
     PATCHER.verify()
+
+
+CLOSE_TIMEOUT_S = 4.0  # a close takes milliseconds; bounded so a stuck worker never holds up a shutdown
+RPC_METHOD = "specplug_rpc"  # the worker method added below
+
+
+def close_sessions(engine_core: Any) -> None:
+    """Close the specplug session of every worker of `engine_core` (announce held requests, persist memories);
+    never keeps vLLM from shutting down."""
+    from specplug.plugins.vllm_smc.rpc import specplug_rpc
+    from specplug.plugins.vllm_smc.settings import runs_specplug
+
+    executor = getattr(engine_core, "model_executor", None)
+    try:
+        if executor is None or not runs_specplug(getattr(engine_core, "vllm_config", None)):
+            return
+        executor.collective_rpc(specplug_rpc, timeout=CLOSE_TIMEOUT_S, args=("close",))  # in-process callable
+    except Exception:
+        log.exception("specplug: closing the method sessions at engine shutdown failed; memories not saved now")
+
+
+def close_sessions_from_front_end(engine_client: Any) -> None:
+    """Close every worker's session through the engine client, before it stops the engine (see `AsyncLLM.shutdown`
+    above); skipped, with nothing lost that the engine-core and worker paths can still save, where the client's
+    event loop is not running or this thread is the loop's own (a blocking wait there would deadlock)."""
+    import asyncio
+
+    from specplug.plugins.vllm_smc.settings import runs_specplug
+
+    try:
+        if not runs_specplug(getattr(engine_client, "vllm_config", None)):
+            return
+        handler = getattr(engine_client, "output_handler", None)
+        loop = handler.get_loop() if handler is not None else None
+        if loop is None or not loop.is_running() or _in_loop(loop):
+            return
+        rpc = engine_client.collective_rpc(RPC_METHOD, timeout=CLOSE_TIMEOUT_S, args=("close",))
+        asyncio.run_coroutine_threadsafe(rpc, loop).result(timeout=CLOSE_TIMEOUT_S + 1)
+    except Exception:
+        log.exception("specplug: closing the method sessions before the server stopped failed; memories not saved")
+
+
+def _in_loop(loop: Any) -> bool:
+    import asyncio
+
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 def announce_finished(runner: Any, session: Any, request_ids: Sequence[str]) -> None:

@@ -7,9 +7,12 @@ drafter. Reads attributes only (no vLLM import), so it can be checked without st
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from specplug.core.errors import ConfigError
+
+log = logging.getLogger("specplug")
 
 ADDITIONAL_CONFIG_KEY = "specplug"
 EXAMPLE = '--additional-config \'{"specplug": {"method": "csd", "lam": 6}}\''
@@ -25,6 +28,12 @@ def selected_method(vllm_config: Any) -> str | None:
             f"additional_config.{ADDITIONAL_CONFIG_KEY}", extra, f"a JSON object with a method, e.g. {EXAMPLE}"
         )
     return extra["method"]
+
+
+def runs_specplug(vllm_config: Any) -> bool:
+    """Whether this engine serves a specplug method (its `--additional-config` block, or a `specplug.X` proposer)."""
+    spec = getattr(vllm_config, "speculative_config", None)
+    return selected_method(vllm_config) is not None or _alias_method(getattr(spec, "model", None)) is not None
 
 
 def method_settings(vllm_config: Any, method: str) -> dict[str, Any]:
@@ -175,8 +184,28 @@ def check_vllm_config(vllm_config: Any) -> str | None:
         smc_config_from_vllm(vllm_config)
         check_scheduler(vllm_config)
     else:
-        check_settings(method, rest, num_speculative_tokens=k, vocab_size=vocab_size)
+        pair = engine_pair(vllm_config) if rest.get("memory_path") else None  # only a memory needs the pair
+        check_settings(method, rest, num_speculative_tokens=k, vocab_size=vocab_size, pair=pair)
     return method
+
+
+def engine_pair(vllm_config: Any) -> dict[str, str] | None:
+    """The engine's (target, draft, tokenizer) identity (`core.model_identity`), to check a memory file against;
+    None, with a warning, when it cannot be read (the memory is then served unchecked)."""
+    from specplug.core.model_identity import pair_identity, tokenizer_vocab
+
+    model = vllm_config.model_config
+    spec = getattr(vllm_config, "speculative_config", None)
+    method = getattr(spec, "method", None) or "none"
+    try:
+        draft = spec.draft_model_config.hf_config.to_dict() if method == "draft_model" else None
+        vocab = tokenizer_vocab(
+            model.tokenizer, revision=model.tokenizer_revision, trust_remote_code=model.trust_remote_code
+        )
+        return pair_identity(model.hf_config.to_dict(), vocab, method, draft)
+    except Exception as exc:  # an unreadable tokenizer is vLLM's to report; the memory check just cannot run
+        log.warning("specplug: cannot identify this engine's (target, draft, tokenizer) pair (%s)", exc)
+        return None
 
 
 def _vocab_size(vllm_config: Any) -> int | None:

