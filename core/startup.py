@@ -12,6 +12,7 @@ this table points at them. A method without an entry (a third-party one) is chec
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,13 +46,19 @@ def check_settings(
     *,
     num_speculative_tokens: int | None = None,
     vocab_size: int | None = None,
+    pair: Mapping[str, str] | None = None,
 ) -> Any:
     """Check `method`'s settings `given` (without the "method" key); return its validated config object, or None
-    for a method with no startup check. Raises `ConfigError` (the setting, the value, what is allowed)."""
+    for a method with no startup check. `pair`: the engine's (target, draft, tokenizer) identity
+    (`core.model_identity.pair_identity`), for checks that refuse a memory recorded for another pair.
+    Raises `ConfigError` (the setting, the value, what is allowed)."""
     check_method_known(method)
     target = STARTUP_CHECKS.get(method)
     if target is None:
         return None
     module, function = target.split(":")
     check = getattr(importlib.import_module(module), function)
-    return check(given, num_speculative_tokens=num_speculative_tokens, vocab_size=vocab_size)
+    facts: dict[str, Any] = {"num_speculative_tokens": num_speculative_tokens, "vocab_size": vocab_size}
+    if pair is not None and "pair" in inspect.signature(check).parameters:  # checks of memories tied to a pair
+        facts["pair"] = pair
+    return check(given, **facts)

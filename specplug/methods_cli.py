@@ -114,7 +114,6 @@ def settings(args: argparse.Namespace) -> int:
 
 
 def calibrate(args: argparse.Namespace) -> int:
-    from specplug.bench.arms import parse_arm
     from specplug.bench.config import integers
     from specplug.core.errors import ConfigError
 
@@ -128,16 +127,37 @@ def calibrate(args: argparse.Namespace) -> int:
             raise ConfigError("tau", args.tau, "a probability ratio in (0, 1]")
         if not 1 <= args.sweep_prompts <= args.num_prompts:
             raise ConfigError("sweep-prompts", args.sweep_prompts, f"1..{args.num_prompts} (--num-prompts)")
+    return build_memory(args, "csd calibrate", _calibration_arm(args), _record_calibration)
+
+
+def _calibration_arm(args: argparse.Namespace) -> Any:
+    """Standard SD over the calibration drafter: CSD with λ = ∞ counts every rejection and rescues nothing."""
+    from specplug.bench.arms import parse_arm
+
     kind, _, rest = args.proposer.partition(":")
-    spec = f"csd:proposer={kind}:lam=inf:namespace={args.namespace}" + (f":{rest}" if rest else "")
-    return build_memory(args, "csd calibrate", parse_arm(spec), _record_calibration)
+    return parse_arm(f"csd:proposer={kind}:lam=inf:namespace={args.namespace}" + (f":{rest}" if rest else ""))
+
+
+def calibrated_pair(model_path: Path, arm: Any) -> dict[str, str]:
+    """The (target, draft, tokenizer) identity a calibration counts for, as vLLM's front end computes it when it
+    serves the memory (`plugins.vllm_smc.settings.engine_pair`): same config fields, same vocabulary."""
+    from specplug.bench.vllm_engine import speculative_config
+    from specplug.core.model_identity import model_config_dict, pair_identity, tokenizer_vocab
+
+    spec = speculative_config(arm) or {"method": "none"}
+    draft = model_config_dict(spec["model"]) if spec["method"] == "draft_model" else None
+    return pair_identity(model_config_dict(model_path), tokenizer_vocab(model_path), spec["method"], draft)
 
 
 def _record_calibration(bank: Any, args: argparse.Namespace, workload: Any) -> str:
-    """The calibration prompts and settings go into the file; the summary line names what was counted."""
+    """The calibration prompts, settings and (target, draft, tokenizer) pair go into the file; the summary line
+    names what was counted."""
+    from specplug.core.csd.config import PAIR_KEY
+
     bank.record_calibration(workload.prompts + workload.warmup)
     keys = ("engine", "model", "dataset", "skip", "num_prompts", "proposer", "max_tokens")
     bank.metadata.update({"kind": "calibration", **{key: getattr(args, key) for key in keys}})
+    bank.metadata[PAIR_KEY] = calibrated_pair(Path(workload.tokenizer_path), _calibration_arm(args))
     bank.save(args.out)
     summary = bank.summary().get(args.namespace, {})
     line = (

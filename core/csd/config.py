@@ -7,6 +7,7 @@ back into standard greedy speculative decoding exactly; that is how calibration 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -15,6 +16,8 @@ from typing import Any
 from specplug.core.config import check_integer, settings, with_draft_length
 from specplug.core.errors import ConfigError
 from specplug.core.persist import DataFileError, check_interval, check_save_path
+
+log = logging.getLogger("specplug")
 
 METHOD = "csd"
 MAX_PAIRS_LIMIT = 1 << 26  # 64M pairs: far beyond any vocabulary pair set seen in practice, still fits in RAM
@@ -75,11 +78,16 @@ class CSDConfig:
 
 
 def check_startup(
-    given: Mapping[str, Any], *, num_speculative_tokens: int | None = None, vocab_size: int | None = None
+    given: Mapping[str, Any],
+    *,
+    num_speculative_tokens: int | None = None,
+    vocab_size: int | None = None,
+    pair: Mapping[str, str] | None = None,
 ) -> CSDConfig:
     """Every check of CSD's settings that needs no engine, as a host's front end runs them before the engine
     starts (and `specplug doctor --config`): the values, `save_path` writable, `memory_path` a whole, checksummed
-    CSD memory whose token ids lie in the target's vocabulary. Raises `ConfigError` naming the setting (and file)."""
+    CSD memory whose token ids lie in the target's vocabulary and, given the engine's `pair` identity, one
+    calibrated for that (target, draft, tokenizer) pair. Raises `ConfigError` naming the setting (and file)."""
     from specplug.core.csd.bank import CorrectionMemoryBank
 
     merged = with_draft_length(given, "gamma", num_speculative_tokens, method=METHOD)
@@ -87,8 +95,28 @@ def check_startup(
     check_save_path(config.save_path, method=METHOD)
     if config.memory_path is not None:
         try:
-            CorrectionMemoryBank.load(config.memory_path, config.max_pairs, vocab_size=vocab_size)
+            bank = CorrectionMemoryBank.load(config.memory_path, config.max_pairs, vocab_size=vocab_size)
         except DataFileError as exc:
             allowed = f"a valid CSD memory file ({exc.reason})"
             raise ConfigError("memory_path", config.memory_path, allowed, method=METHOD) from None
+        check_pair(bank.metadata.get(PAIR_KEY), pair, config.memory_path)
     return config
+
+
+PAIR_KEY = "pair"  # the memory file's (target, draft, tokenizer) identity, written by `specplug csd calibrate`
+
+
+def check_pair(recorded: Mapping[str, Any] | None, actual: Mapping[str, str] | None, path: str) -> None:
+    """Refuse a memory recorded for another pair; a file without a recorded pair (written before pairs were
+    recorded, or by hand) is served with a warning, since nothing says which pair it belongs to."""
+    from specplug.core.model_identity import mismatch
+
+    if actual is None:
+        return
+    if not isinstance(recorded, Mapping):
+        log.warning("specplug: CSD memory %s records no (target, draft, tokenizer) pair; serving it unchecked", path)
+        return
+    why = mismatch(recorded, actual)
+    if why is not None:
+        allowed = f"a CSD memory for this engine's pair (this one was {why})"
+        raise ConfigError("memory_path", path, allowed, method=METHOD)
