@@ -4,6 +4,12 @@ Defaults follow the paper where it has one (suffix match of at most 7 tokens, to
 sized for chains (vLLM and TensorRT-LLM verify one linear draft per request): `num_speculative_tokens` is the
 draft budget per step. `use_schema` / `use_retrieval` / `use_recycling` switch each draft source off for ablations.
 
+`retrieval` picks how earlier answers and the prompt are searched (`core.toolspec.retrieval`): "suffix" is
+ArcticInference's suffix trees, as vLLM's `suffix` method (an adaptive draft length: at most `suffix_max_spec_factor`
+× the match length, cut below `suffix_min_token_prob`; vLLM's defaults), "lookup" the pure-Python n-gram index and
+prompt lookup, "auto" the suffix trees when installed. The "suffix" `num_speculative_tokens` cap follows vLLM's
+suffix arm too (24): the adaptive length decides how much of it a step uses.
+
 Tenants (`core.host`: a deployment-controlled name, the anonymous tenant, or a name a client only claims): every
 structure that learns from outputs (the retrieval memory, token recycling) is per tenant and bounded per tenant; at
 most `memory_max_tenants` tenants, a new one refused (its requests share nothing) when that many are established.
@@ -20,6 +26,7 @@ from typing import Any
 from specplug.core.config import check_integer, settings, with_draft_length
 from specplug.core.errors import ConfigError
 from specplug.core.persist import DataFileError, check_interval, check_save_path, check_token_ids
+from specplug.core.toolspec.retrieval import SuffixParams, resolve_retrieval
 
 METHOD = "toolspec"
 FORMATS = ("auto", "hermes", "hermes-nl", "json", "llama3")
@@ -27,11 +34,12 @@ FORMATS = ("auto", "hermes", "hermes-nl", "json", "llama3")
 
 @dataclass(frozen=True)
 class ToolSpecConfig:
-    num_speculative_tokens: int = 8
+    num_speculative_tokens: int = 24  # as vLLM's suffix arm: the adaptive length decides how much a step uses
     tool_format: str = "auto"  # how calls are written: see core.toolspec.formats
     match_min: int = 3  # shortest suffix that may retrieve a continuation
     match_max: int = 7  # longest suffix tried first (the paper's L = 7)
     recycling_top_k: int = 8  # token-recycling adjacency width (the paper's 8)
+    recycling_max_tokens: int = 0  # recycled tokens per chain (0: learn, draft only in trees); each is verified
     tree_width: int = 3  # alternatives per branch point when drafting a tree
     memory_tokens_per_tenant: int = 200_000  # retrieval memory bound per tenant (oldest outputs go first)
     memory_max_tenants: int = 1_000  # when this many tenants are established, a new one is refused (nobody evicted)
@@ -43,6 +51,10 @@ class ToolSpecConfig:
     use_schema: bool = True
     use_retrieval: bool = True
     use_recycling: bool = True
+    retrieval: str = "auto"  # "suffix" (needs arctic_inference), "lookup" (pure Python), "auto" (suffix if installed)
+    suffix_max_tree_depth: int = 24  # vLLM's suffix_decoding_max_tree_depth
+    suffix_max_spec_factor: float = 1.0  # draft at most this × the match length (vLLM's default)
+    suffix_min_token_prob: float = 0.1  # stop where a token's estimated probability falls below (vLLM's default)
 
     def __post_init__(self) -> None:
         check_integer("num_speculative_tokens", self.num_speculative_tokens, 1, 256, method=METHOD)
@@ -51,6 +63,7 @@ class ToolSpecConfig:
         check_integer("match_min", self.match_min, 1, 64, method=METHOD)
         check_integer("match_max", self.match_max, self.match_min, 64, method=METHOD)
         check_integer("recycling_top_k", self.recycling_top_k, 1, 64, method=METHOD)
+        check_integer("recycling_max_tokens", self.recycling_max_tokens, 0, 256, method=METHOD)
         check_integer("tree_width", self.tree_width, 1, 16, method=METHOD)
         check_integer("memory_tokens_per_tenant", self.memory_tokens_per_tenant, 0, 1 << 31, method=METHOD)
         check_integer("memory_max_tenants", self.memory_max_tenants, 1, 1 << 20, method=METHOD)
@@ -63,11 +76,34 @@ class ToolSpecConfig:
         for name in ("use_schema", "use_retrieval", "use_recycling", "trust_claimed_tenant"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, getattr(self, name), "true or false", method=METHOD)
+        check_integer("suffix_max_tree_depth", self.suffix_max_tree_depth, 1, 1024, method=METHOD)
+        _check_number("suffix_max_spec_factor", self.suffix_max_spec_factor, 0.0, 1024.0, low_open=True)
+        _check_number("suffix_min_token_prob", self.suffix_min_token_prob, 0.0, 1.0)
+        resolve_retrieval(self.retrieval)  # an unknown mode, or "suffix" without the package, fails here
+
+    @property
+    def retrieval_kind(self) -> str:
+        """The retrieval drafters run: "suffix" or "lookup" ("auto" resolved against what is installed)."""
+        return resolve_retrieval(self.retrieval)
+
+    @property
+    def suffix_params(self) -> SuffixParams | None:
+        """The suffix-tree parameters when retrieval runs on suffix trees, else None."""
+        if not self.use_retrieval or self.retrieval_kind != "suffix":
+            return None
+        return SuffixParams(self.suffix_max_tree_depth, self.suffix_max_spec_factor, self.suffix_min_token_prob)
 
     @classmethod
     def from_mapping(cls, given: Mapping[str, Any]) -> ToolSpecConfig:
         """Build from user settings (engine flags, JSON), refusing unknown keys so a typo is not ignored."""
         return cls(**settings(METHOD, given, asdict(cls())))
+
+
+def _check_number(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> None:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not (low < value if low_open else low <= value) or not value <= high:
+        bracket = "(" if low_open else "["
+        raise ConfigError(name, value, f"a number in {bracket}{low}, {high}]", method=METHOD)
 
 
 def check_startup(

@@ -12,6 +12,10 @@ Bounded, and no tenant can push another out: each tenant keeps at most `tokens_p
 answers evicted first); the bank holds at most `max_tenants` tenants, and when it is full a *new* tenant is
 refused (`admit` is False, its answers are not stored, `refused_admissions` counts it) while every established
 tenant keeps its memory. Files: `core.persist` (data only, checksummed, atomic).
+
+With `suffix` parameters (`retrieval` = "suffix", `core.toolspec.retrieval`) every tenant's memory also keeps its
+answers in the global tree of its own `SuffixDecodingCache`, evicted together with the answers; a loaded memory
+rebuilds the trees from the stored answers, so the file format does not change.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 from specplug.core.errors import ConfigError
 from specplug.core.host import ANONYMOUS_TENANT
 from specplug.core.persist import DataFileError, overlapping, prompt_digest, read_data_file, write_data_file
+from specplug.core.toolspec.retrieval import SuffixDraft, SuffixParams, SuffixTrees
 
 KIND = "toolspec-invocation-memory"
 VERSION = 1
@@ -34,9 +39,12 @@ MAX_CANDIDATES = 64  # index hits checked per lookup (most recent first)
 class InvocationMemory:
     """One tenant's answers and their n-gram index. Not thread-safe on its own: the bank holds the lock."""
 
-    def __init__(self, match_min: int, match_max: int, max_tokens: int) -> None:
+    def __init__(self, match_min: int, match_max: int, max_tokens: int, suffix: SuffixParams | None = None) -> None:
         self.match_min, self.match_max, self.max_tokens = match_min, match_max, max_tokens
         self._answers: OrderedDict[int, tuple[int, ...]] = OrderedDict()
+        self.trees: SuffixTrees | None = None
+        self._tree_keys: dict[int, int] = {}  # answer id -> its key in `trees`
+        self.build_trees(suffix)
         self._index: dict[tuple[int, ...], list[tuple[int, int]]] = {}  # gram -> [(answer id, end position)]
         self._next_id = 0
         self.tokens = 0
@@ -45,23 +53,36 @@ class InvocationMemory:
     def __len__(self) -> int:
         return len(self._answers)
 
-    def add(self, answer: Sequence[int]) -> None:
+    def add(self, answer: Sequence[int], tree_key: int | None = None) -> bool:
+        """Store an answer (False: too short to continue from, or larger than the whole budget). `tree_key`: the
+        open request of `trees` that grew this answer (it is kept there, or evicted if the answer is not stored)."""
         answer = tuple(int(t) for t in answer)
         if len(answer) <= self.match_min or len(answer) > self.max_tokens:
-            return  # nothing to continue from, or larger than the whole budget
+            if self.trees is not None and tree_key is not None:
+                self.trees.close(tree_key, keep=False)
+            return False
         key, self._next_id = self._next_id, self._next_id + 1
         self._answers[key] = answer
+        if self.trees is not None:
+            if tree_key is None:
+                tree_key = self.trees.insert(answer)
+            else:
+                self.trees.close(tree_key, keep=True)
+            self._tree_keys[key] = tree_key
         self.tokens += len(answer)
         n = self.match_min
         for end in range(n, len(answer)):  # a gram ending at the last token has no continuation
             self._index.setdefault(answer[end - n : end], []).append((key, end))
         while self.tokens > self.max_tokens:
             self._evict_oldest()
+        return True
 
     def _evict_oldest(self) -> None:
         key, answer = self._answers.popitem(last=False)
         self.tokens -= len(answer)
         self.evicted += 1
+        if self.trees is not None:
+            self.trees.evict(self._tree_keys.pop(key))
         n = self.match_min
         for end in range(n, len(answer)):
             gram = answer[end - n : end]
@@ -104,17 +125,31 @@ class InvocationMemory:
     def answers(self) -> list[list[int]]:
         return [list(a) for a in self._answers.values()]
 
+    def build_trees(self, suffix: SuffixParams | None) -> None:
+        """(Re)build the suffix trees from the stored answers, oldest first (None: no trees)."""
+        self.trees = SuffixTrees(suffix) if suffix is not None else None
+        self._tree_keys = {}
+        if self.trees is not None:
+            self._tree_keys = {key: self.trees.insert(answer) for key, answer in self._answers.items()}
+
 
 class InvocationMemoryBank:
     """All tenants' memories, bounded in tenants (new ones refused when full, nobody evicted); thread-safe (engines
     may draft and finish on different threads)."""
 
     def __init__(
-        self, *, match_min: int = 3, match_max: int = 7, tokens_per_tenant: int = 200_000, max_tenants: int = 1_000
+        self,
+        *,
+        match_min: int = 3,
+        match_max: int = 7,
+        tokens_per_tenant: int = 200_000,
+        max_tenants: int = 1_000,
+        suffix: SuffixParams | None = None,
     ) -> None:
         if not 1 <= match_min <= match_max:
             raise ConfigError("match_min", match_min, f"an integer in [1, match_max={match_max}]", method="toolspec")
         self.match_min, self.match_max = match_min, match_max
+        self.suffix = suffix  # per-tenant suffix trees with these parameters (None: the n-gram index only)
         self.tokens_per_tenant, self.max_tenants = tokens_per_tenant, max_tenants
         self._tenants: OrderedDict[str, InvocationMemory] = OrderedDict()
         self._lock = threading.Lock()
@@ -127,7 +162,7 @@ class InvocationMemoryBank:
             if len(self._tenants) >= self.max_tenants:  # full: the newcomer is refused, nobody is evicted
                 self.refused_admissions += 1
                 return None
-            memory = InvocationMemory(self.match_min, self.match_max, self.tokens_per_tenant)
+            memory = InvocationMemory(self.match_min, self.match_max, self.tokens_per_tenant, self.suffix)
             self._tenants[tenant] = memory
         return memory
 
@@ -143,17 +178,55 @@ class InvocationMemoryBank:
         with self._lock:
             return self._memory(tenant, create=True) is not None
 
-    def add(self, tenant: str, answer: Sequence[int], prompt: Sequence[int] | None = None) -> bool:
+    def add(
+        self, tenant: str, answer: Sequence[int], prompt: Sequence[int] | None = None, *, tree_key: int | None = None
+    ) -> bool:
         """Store an answer in `tenant`'s memory (False: the anonymous tenant, or a new tenant refused because the
-        bank is full). `prompt` is recorded (as a digest) so a benchmark can refuse to measure on it."""
+        bank is full). `prompt` is recorded (as a digest) so a benchmark can refuse to measure on it. `tree_key`:
+        the request `open_request` gave, whose answer is already in the tenant's suffix tree."""
         with self._lock:
             memory = self._memory(tenant, create=True)
             if memory is None:
                 return False
-            memory.add(answer)
+            memory.add(answer, tree_key)
             if prompt is not None:
                 self.source_prompts.add(prompt_digest(prompt))
             return True
+
+    def use_suffix(self, suffix: SuffixParams | None) -> None:
+        """Keep (or stop keeping) suffix trees with these parameters: a bank made elsewhere serves a drafter."""
+        with self._lock:
+            if suffix != self.suffix:
+                self.suffix = suffix
+                for memory in self._tenants.values():
+                    memory.build_trees(suffix)
+
+    # -- suffix trees of an established tenant (`suffix` set) -------------------------------------------------
+    def open_request(self, tenant: str, prompt: Sequence[int]) -> int | None:
+        """Open a request in `tenant`'s suffix trees (None: no trees, or the tenant is not established: nothing of
+        the tenant's to draft from yet). Its answer joins the tenant's global tree as it grows (`extend_request`)."""
+        with self._lock:
+            memory = self._memory(tenant, create=False)
+            return memory.trees.open(prompt) if memory is not None and memory.trees is not None else None
+
+    def extend_request(self, tenant: str, key: int, tokens: Sequence[int]) -> None:
+        with self._lock:
+            self._trees(tenant).extend(key, tokens)
+
+    def speculate(self, tenant: str, key: int, context: Sequence[int], max_tokens: int) -> SuffixDraft:
+        """The suffix-decoding draft of an open request: from its prompt and answer or the tenant's answers."""
+        with self._lock:
+            return self._trees(tenant).speculate(key, context, max_tokens)
+
+    def discard_request(self, tenant: str, key: int) -> None:
+        """Close an open request whose answer is not remembered (out of the global tree too)."""
+        with self._lock:
+            self._trees(tenant).close(key, keep=False)
+
+    def _trees(self, tenant: str) -> SuffixTrees:
+        memory = self._tenants[tenant]  # an opened request's tenant is established: tenants are never removed
+        assert memory.trees is not None
+        return memory.trees
 
     def overlap(self, prompts: Sequence[Sequence[int]]) -> list[int]:
         """Indices of `prompts` whose answers are in this memory."""
@@ -196,9 +269,15 @@ class InvocationMemoryBank:
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str], *, tokens_per_tenant: int = 200_000, max_tenants: int = 1_000
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        tokens_per_tenant: int = 200_000,
+        max_tenants: int = 1_000,
+        suffix: SuffixParams | None = None,
     ) -> InvocationMemoryBank:
-        """Read a memory file; refuse (DataFileError with the reason) anything but a whole, well-formed one."""
+        """Read a memory file; refuse (DataFileError with the reason) anything but a whole, well-formed one. With
+        `suffix`, every tenant's suffix tree is rebuilt from its stored answers."""
         _, payload = read_data_file(path, KIND, [VERSION])
         try:
             bank = cls(
@@ -206,6 +285,7 @@ class InvocationMemoryBank:
                 match_max=int(payload["match_max"]),
                 tokens_per_tenant=tokens_per_tenant,
                 max_tenants=max_tenants,
+                suffix=suffix,
             )
             for tenant, answers in payload["tenants"].items():
                 if not isinstance(tenant, str) or not isinstance(answers, list):
