@@ -3,11 +3,15 @@ answers, and token recycling, merged into one chain (or a token tree) per reques
 
 Per step and request, while budget is left, the next draft tokens come from the first source that has any:
 1. the tool schema: tokens the request's `tools` force next (`core.toolspec.grammar.CallTracker`);
-2. retrieval: the continuation of the longest matching suffix in the tenant's earlier answers
-   (`core.toolspec.memory`), then in the request's own prompt and answer (prompt lookup, never the trivial
-   match of the suffix with itself); only its schema-legal prefix is kept;
+2. retrieval, at the chain's start and after forced tokens: with `retrieval` "suffix" (`core.toolspec.retrieval`)
+   the suffix-decoding draft of the request's own prompt and answer and the tenant's earlier answers, as vLLM's
+   `suffix` method drafts it (frequency-scored, its length adaptive to the match); with "lookup" the
+   continuation of the longest matching suffix in the tenant's earlier answers (`core.toolspec.memory`), then in
+   the request's own prompt and answer (prompt lookup, never the trivial match of the suffix with itself), at most
+   `suffix_max_spec_factor` × the match length. Only the schema-legal prefix is kept;
 3. token recycling: the target's remembered top candidate after the last token, if the schema allows it.
-Forced tokens can follow a retrieved or recycled one, so the sources interleave within one chain.
+Forced tokens can follow a retrieved or recycled one, so the sources interleave within one chain. Retrieval is not
+asked again right after its own tokens: that would undo its adaptive length.
 
 Engines call `start_request` / `draft` / `finish_request` with their own request ids (state is keyed by request,
 never by batch row, because engines reorder rows); `finish_request` stores the answer in the tenant's memory.
@@ -30,17 +34,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from specplug.core.errors import ConfigError
 from specplug.core.host import ANONYMOUS_TENANT, CLAIMED
-from specplug.core.proposers.ngram import lookup
 from specplug.core.proposers.token_recycling import TokenRecycling
 from specplug.core.toolspec.config import ToolSpecConfig
 from specplug.core.toolspec.formats import resolve_format
 from specplug.core.toolspec.grammar import CallTracker, tool_call_grammar, vocabulary
 from specplug.core.toolspec.memory import InvocationMemoryBank
+from specplug.core.toolspec.retrieval import SuffixDraft, SuffixParams, SuffixTrees, own_match
 from specplug.core.types import PAD_TOKEN, DraftBatch, RequestContext
 
 
@@ -52,6 +55,10 @@ class _Request:
     tracker: CallTracker | None
     recycling: TokenRecycling | None  # its own table (not shared), or its tenant's once the tenant has one
     output: list[int] = field(default_factory=list)
+    own: SuffixTrees | None = None  # suffix retrieval: a tree of its own prompt and answer (no global tree)
+    own_key: int = 0
+    fed: int = 0  # answer tokens the suffix trees have
+    slot: tuple[InvocationMemoryBank, int] | None = None  # (bank, key): open in its tenant's suffix trees
 
 
 class ToolSpecDrafter:
@@ -61,7 +68,9 @@ class ToolSpecDrafter:
         self.config = config
         self.tokenizer = tokenizer
         self.format = resolve_format(config.tool_format, getattr(tokenizer, "chat_template", None))
+        self.suffix = config.suffix_params  # None: lookup retrieval (or none)
         self.bank = bank if bank is not None else load_bank(config)
+        self.bank.use_suffix(self.suffix)
         self._recycling: dict[str, TokenRecycling] = {}  # per admitted tenant (at most memory_max_tenants)
         self.drafted: Counter[str] = Counter()  # draft tokens per source
         self.private_requests = 0  # requests that shared nothing (anonymous, claimed or refused tenants)
@@ -94,7 +103,10 @@ class ToolSpecDrafter:
             if not shared:
                 self.private_requests += 1
             prompt = [int(t) for t in prompt_token_ids]
-            self._requests[request_id] = _Request(tenant, shared, prompt, tracker, recycling)
+            request = _Request(tenant, shared, prompt, tracker, recycling)
+            if self.suffix is not None:
+                _open_own(request, self.suffix)
+            self._requests[request_id] = request
 
     def _may_share(self, tenant: str) -> bool:
         """Whether `tenant`'s requests may share memories: a name the deployment controls (claimed names only with
@@ -193,8 +205,14 @@ class ToolSpecDrafter:
             self._update(request_id, token_ids)
         with self._lock:
             request = self._requests.pop(request_id, None)
-        if request is not None and remember and request.shared and self.config.use_retrieval and request.output:
-            self.bank.add(request.tenant, request.output, prompt=request.prompt)
+        if request is None:
+            return
+        keep = remember and request.shared and self.config.use_retrieval and bool(request.output)
+        slot = request.slot if request.slot is not None and request.slot[0] is self.bank else None
+        if keep:
+            self.bank.add(request.tenant, request.output, prompt=request.prompt, tree_key=slot[1] if slot else None)
+        elif slot is not None:
+            self.bank.discard_request(request.tenant, slot[1])
 
     def observe_logits(self, request_id: str, tokens: torch.Tensor, logits: torch.Tensor) -> None:
         """Target scores at `request_id`'s verified positions (`tokens` [N] inputs, `logits` [N, V]): its token
@@ -291,16 +309,56 @@ class ToolSpecDrafter:
         if table is not None:
             table.observe_committed(fresh)
         request.output = output
+        if request.own is not None:
+            self._feed(request)
         if request.tracker is not None:
             request.tracker.advance(output)
         return request
 
+    def _feed(self, request: _Request) -> None:
+        """Give the suffix trees the answer tokens committed since last time (engines only append; an answer that
+        shrank rebuilds the request's trees)."""
+        assert request.own is not None
+        if len(request.output) < request.fed:
+            _open_own(request, request.own.params)
+            if request.slot is not None and request.slot[0] is self.bank:
+                self.bank.discard_request(request.tenant, request.slot[1])
+            request.slot, request.fed = None, 0
+        fresh = request.output[request.fed :]
+        if fresh:
+            request.own.extend(request.own_key, fresh)
+            if request.slot is not None and request.slot[0] is self.bank:
+                self.bank.extend_request(request.tenant, request.slot[1], fresh)
+            request.fed = len(request.output)
+
+    def _tenant_key(self, request: _Request) -> int | None:
+        """The request's key in its tenant's suffix trees; None for a request that shares nothing, or while neither
+        the tenant nor the request has learned anything. Its answer growing in the tenant's global tree (as vLLM's
+        suffix method shares running answers) is a lesson: it establishes the tenant, or, refused by a full bank,
+        makes the request private from here on."""
+        if not request.shared:
+            return None
+        if request.slot is not None and request.slot[0] is self.bank:
+            return request.slot[1]
+        if request.fed and not self.bank.admit(request.tenant):
+            with self._lock:
+                request.shared = False
+                self.private_requests += 1
+            return None
+        key = self.bank.open_request(request.tenant, request.prompt)  # a reset memory is a new bank: reopen
+        request.slot = None if key is None else (self.bank, key)
+        if key is not None and request.fed:
+            self.bank.extend_request(request.tenant, key, request.output[: request.fed])
+        return key
+
     def _chain(self, request: _Request, context: list[int], budget: int) -> list[int]:
         tracker, draft, pushed = request.tracker, [], 0
+        retrieve = True  # at the chain's start and after forced tokens
+        recycle = self.config.recycling_max_tokens
         try:
             while len(draft) < budget:
                 room = budget - len(draft)
-                step, source = self._next(request, context + draft, room)
+                step, source = self._next(request, context + draft, room, retrieve, recycle > 0)
                 if tracker is not None and step:
                     legal = tracker.push(step)
                     pushed += legal
@@ -309,26 +367,27 @@ class ToolSpecDrafter:
                     break
                 draft.extend(step)
                 self.drafted[source] += len(step)
+                retrieve = source == "schema"
+                recycle -= len(step) if source == "recycling" else 0
         finally:
             if tracker is not None:
                 tracker.pop(pushed)
         return draft
 
-    def _next(self, request: _Request, sequence: list[int], room: int) -> tuple[list[int], str]:
+    def _next(
+        self, request: _Request, sequence: list[int], room: int, retrieve: bool, recycle: bool
+    ) -> tuple[list[int], str]:
         """The next draft tokens and their source (an empty list when no source has any)."""
         tracker = request.tracker
         if tracker is not None:
             forced = tracker.forced()[:room]
             if forced:
                 return forced, "schema"
-        if self.config.use_retrieval:  # the longest suffix match wins, the request's own context on a tie
-            found = self.bank.matches(request.tenant, sequence, room) if request.shared else []
-            at_least = found[0][0] if found else self.config.match_min
-            own = lookup(np.asarray(sequence, dtype=np.int64), at_least, self.config.match_max, room).tolist()
-            for tokens, source in ((own, "context"), (found[0][1] if found else [], "memory")):
+        if self.config.use_retrieval and retrieve:
+            for tokens, source in self._retrieved(request, sequence, room):
                 if tokens and (tracker is None or tracker.legal_prefix(tokens)):
                     return tokens, source
-        recycling = self._drafting_table(request)
+        recycling = self._drafting_table(request) if recycle else None
         if recycling is not None and sequence:
             options = recycling.candidates(sequence[-1])
             if tracker is not None:
@@ -336,6 +395,31 @@ class ToolSpecDrafter:
             if options:
                 return options[:1], "recycling"
         return [], ""
+
+    def _retrieved(self, request: _Request, sequence: list[int], room: int) -> list[tuple[list[int], str]]:
+        """Retrieved continuations of `sequence`, best first, each with its source ("context": the request's own
+        prompt and answer, "memory": the tenant's earlier answers)."""
+        if request.own is not None:
+            return self._suffix_drafts(request, sequence, room)
+        factor = self.config.suffix_max_spec_factor  # the match-length cap of suffix decoding, on the n-gram index
+        found = self.bank.matches(request.tenant, sequence, room) if request.shared else []
+        at_least = found[0][0] if found else self.config.match_min
+        matched, own = own_match(sequence, at_least, self.config.match_max, room)
+        memory = found[0][1][: _cap(found[0][0], factor)] if found else []
+        return [(own[: _cap(matched, factor)], "context"), (memory, "memory")]  # the longest wins, own on a tie
+
+    def _suffix_drafts(self, request: _Request, sequence: list[int], room: int) -> list[tuple[list[int], str]]:
+        """vLLM's suffix draft over the request's own tree and its tenant's global tree (the own tree on a tie, as
+        SuffixDecodingCache decides), then the own tree's draft alone."""
+        assert request.own is not None
+        own = request.own.speculate(request.own_key, sequence, room)
+        key = self._tenant_key(request)
+        both: SuffixDraft | None = None
+        if key is not None:
+            both = self.bank.speculate(request.tenant, key, sequence, room)
+        if both is None or both.score <= own.score:  # the tenant's trees chose the request's own tree
+            return [(own.tokens, "context")]
+        return [(both.tokens, "memory"), (own.tokens, "context")]
 
     def _forced_prefix(self, request: _Request, chain: list[int]) -> int:
         """How many leading tokens of `chain` the schema forces (where a tree may not branch)."""
@@ -392,19 +476,33 @@ class ToolSpecDrafter:
 
 
 def load_bank(config: ToolSpecConfig) -> InvocationMemoryBank:
-    """The memory a drafter starts with: `memory_path` if given (refused with the reason if bad), else empty."""
+    """The memory a drafter starts with: `memory_path` if given (refused with the reason if bad), else empty; with
+    suffix retrieval, every tenant's suffix tree is built from its answers."""
     if config.memory_path:
         return InvocationMemoryBank.load(
             config.memory_path,
             tokens_per_tenant=config.memory_tokens_per_tenant,
             max_tenants=config.memory_max_tenants,
+            suffix=config.suffix_params,
         )
     return InvocationMemoryBank(
         match_min=config.match_min,
         match_max=config.match_max,
         tokens_per_tenant=config.memory_tokens_per_tenant,
         max_tenants=config.memory_max_tenants,
+        suffix=config.suffix_params,
     )
+
+
+def _cap(matched: int, factor: float) -> int:
+    """Suffix decoding's adaptive draft length: at most `factor` × the match length (at least one token)."""
+    return max(1, int(matched * factor + 1e-6))
+
+
+def _open_own(request: _Request, params: SuffixParams) -> None:
+    """A fresh suffix tree of the request's prompt alone (a private cache: nothing of it outlives the request)."""
+    request.own = SuffixTrees(params, shared=False)
+    request.own_key = request.own.open(request.prompt)
 
 
 def _trie(chains: Sequence[Sequence[int]], budget: int) -> tuple[list[int], list[int]]:

@@ -61,7 +61,7 @@ def test_budget_and_no_side_effects(smollm2_tokenizer) -> None:
 
 def test_tree_first_path_is_the_chain_and_it_branches_after_forced_tokens(smollm2_tokenizer) -> None:
     tok = smollm2_tokenizer
-    drafter = _drafter(tok, num_speculative_tokens=10, tree_width=3)
+    drafter = _drafter(tok, num_speculative_tokens=10, tree_width=3, retrieval="lookup")  # recency ranks answers
     prompt = _encode(tok, "Weather?")
     for rid in ("x", "y"):  # two remembered answers that differ in the city
         drafter.start_request(rid, prompt, tools=TOOLS)
@@ -95,7 +95,8 @@ def test_tenants_do_not_draft_from_each_other(smollm2_tokenizer) -> None:
     drafter.start_request("b", prompt, tenant="bob")
     assert drafter.draft("b", half) == []
     drafter.start_request("c", prompt, tenant="alice")
-    assert drafter.draft("c", half) == answer[4:]
+    chain = drafter.draft("c", half)  # as long as the match allows (suffix decoding's adaptive length)
+    assert chain and chain == answer[4 : 4 + len(chain)]
 
 
 def test_own_context_lookup_never_returns_the_trivial_self_match(smollm2_tokenizer) -> None:
@@ -110,7 +111,7 @@ def test_own_context_lookup_never_returns_the_trivial_self_match(smollm2_tokeniz
 
 def test_recycled_candidates_must_be_schema_legal(smollm2_tokenizer) -> None:
     tok = smollm2_tokenizer
-    drafter = _drafter(tok, use_retrieval=False)
+    drafter = _drafter(tok, use_retrieval=False, recycling_max_tokens=1)
     prompt = _encode(tok, "Q")
     drafter.start_request("r", prompt, tools=TOOLS)
     context = prompt + _encode(tok, '<tool_call>{"name": "')

@@ -96,7 +96,7 @@ def test_anonymous_requests_share_nothing_but_keep_their_own_context(smollm2_tok
 
 def test_flooding_with_new_tenants_cannot_evict_an_established_tenant(smollm2_tokenizer) -> None:
     tok = smollm2_tokenizer
-    drafter = _drafter(tok, use_schema=False)
+    drafter = _drafter(tok, use_schema=False, recycling_max_tokens=16)  # recycling extends the retrieved chain
     max_tenants = drafter.config.memory_max_tenants
     prompt, answer = _encode(tok, "Q"), _encode(tok, "alpha beta gamma delta epsilon zeta eta theta iota")
     _serve(drafter, "alice-0", prompt, answer, "alice")
