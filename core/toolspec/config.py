@@ -9,8 +9,8 @@ ArcticInference's suffix trees, as vLLM's `suffix` method (an adaptive draft len
 × the match length, cut below `suffix_min_token_prob`; vLLM's defaults), "lookup" the pure-Python n-gram index and
 prompt lookup, "auto" the suffix trees when installed. The "suffix" `num_speculative_tokens` cap follows vLLM's
 suffix arm too (24): the adaptive length decides how much of it a step uses. `recycling_max_tokens` = 0 by default:
-replaying SmolLM2's greedy ToolTalk answers, recycled tokens appended after a retrieved run were accepted about a
-fifth of the time (every one is verified, so CPU throughput fell), and where retrieval has nothing the table has
+replaying SmolLM2's greedy ToolTalk answers, recycled tokens appended after a retrieved run added under one
+accepted token per ten verified (each one costs CPU time), and where retrieval has nothing the table has
 nothing either when it learns committed tokens only (vLLM), since the suffix trees hold the same text. The table
 still learns, and still branches drafted trees (`draft_tree`).
 
