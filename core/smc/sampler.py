@@ -96,14 +96,15 @@ class SMCSampler:
         draft_tokens, draft_log_q: [R, N, γ] — log q must be the log-probability under the distribution the
         draft token was actually sampled from (after temperature and any truncation).
         target_logits: [R, N, γ+1, V] — position k scores the token after the first k draft tokens.
-        Rows of finished particles are ignored (they may hold anything).
+        Rows of finished particles are ignored (they may hold anything). A shorter block (width m < γ: an engine
+        that drafts fewer tokens near its context limit) is the same cycle with m drafts and the bonus after them.
         """
         cfg = self.config
         num_requests, n, gamma = draft_tokens.shape
-        if gamma != cfg.gamma or n != cfg.num_particles or target_logits.shape[2] != gamma + 1:
+        if gamma > cfg.gamma or n != cfg.num_particles or target_logits.shape[2] != gamma + 1:
             raise ValueError(
-                f"expected drafts [R, {cfg.num_particles}, {cfg.gamma}] and target logits "
-                f"[R, {cfg.num_particles}, {cfg.gamma + 1}, V]; got {tuple(draft_tokens.shape)} and "
+                f"expected drafts [R, {cfg.num_particles}, m ≤ {cfg.gamma}] and target logits "
+                f"[R, {cfg.num_particles}, m + 1, V]; got {tuple(draft_tokens.shape)} and "
                 f"{tuple(target_logits.shape)}"
             )
         live = ~state.finished

@@ -84,6 +84,25 @@ def test_bonus_is_appended_after_a_full_block():
     assert len(row) == 1 + GAMMA + 1 and row[1:4] == [1, 2, 3] and row[4] == int(result.tokens[0, 1, GAMMA])
 
 
+def test_a_shorter_block_commits_its_drafts_and_a_bonus_from_its_last_position():
+    """Near an engine's context limit a cycle may carry m < γ drafts: the first m drafts are weighed as in a full
+    block and the bonus is sampled from position m (what the target scored after them)."""
+    config, sampler, state, drafts, log_q, logits = _setup()
+    m = 1
+    short_logits = logits[:, :, : m + 1].clone()
+    short_logits[..., m, EOS] = -30.0
+    result = sampler.cycle(state, drafts[:, :, :m], log_q[:, :, :m], short_logits)
+    log_p = torch.log_softmax(short_logits[0, :, :m].double() / config.target_temperature, -1)
+    delta = config.alpha * log_p.gather(-1, drafts[0, :, :m].unsqueeze(-1)).squeeze(-1) - log_q[0, :, :m]
+    scaled = short_logits[0, :, m].double() / config.target_temperature
+    log_z = torch.logsumexp(config.alpha * scaled, -1) - config.alpha * torch.logsumexp(scaled, -1)
+    assert result.num_committed[0].tolist() == [m + 1, m + 1]
+    assert torch.allclose(result.increments[0], delta.sum(-1) + log_z, atol=1e-9)
+    assert state.particle_tokens(0, 1)[1:] == [1, int(result.tokens[0, 1, m])]
+    with pytest.raises(ValueError, match="m ≤ 3"):
+        sampler.cycle(state, torch.zeros((1, 2, 4), dtype=torch.int64), torch.zeros((1, 2, 4)), logits[:, :, :1])
+
+
 def test_decisions_depend_only_on_the_request_seed_and_cycle():
     """A request draws the same bonus tokens and fork plan alone or inside a batch (what TP ranks rely on)."""
     config = SMCConfig(num_particles=4, gamma=2, resample_threshold=1.0)
@@ -110,8 +129,8 @@ def test_decisions_depend_only_on_the_request_seed_and_cycle():
 
 def test_shape_mismatch_is_a_clear_error():
     _, sampler, state, drafts, log_q, logits = _setup()
-    with pytest.raises(ValueError, match="expected drafts"):
-        sampler.cycle(state, drafts[..., :2], log_q[..., :2], logits[:, :, :3])
+    with pytest.raises(ValueError, match="expected drafts"):  # 2 drafts need 3 scored positions, not 4
+        sampler.cycle(state, drafts[..., :2], log_q[..., :2], logits)
 
 
 def test_output_rules():
