@@ -9,6 +9,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# The start of an offline-engine probe script: environment, imports (`#IMPORTS` is replaced by the probe's own),
+# the job from argv[1] and an `llm` with the job's speculative and additional configs (greedy ToolSpec probes).
+ENGINE_PROBE_HEAD = r"""import json, os, sys, time
+os.environ.update({"VLLM_USE_V2_MODEL_RUNNER": "0", "VLLM_CPU_KVCACHE_SPACE": "2", "TOKENIZERS_PARALLELISM": "false",
+                   "VLLM_ALLOW_INSECURE_SERIALIZATION": "1"})
+if __name__ == "__main__":
+    from vllm import LLM, SamplingParams
+#IMPORTS
+    job = json.load(open(sys.argv[1]))
+    kwargs = {k: job[k] for k in ("speculative_config", "additional_config") if job.get(k)}
+    llm = LLM(model=job["model"], dtype="float32", enforce_eager=True, max_model_len=2048, max_num_seqs=4, seed=0,
+              async_scheduling=False, enable_prefix_caching=False, disable_log_stats=False, **kwargs)
+"""
+
 
 def run_probe(tmp_path: Path, script: str, job: dict, timeout: float = 900) -> tuple[int, Any | None, str]:
     """(exit code, the first RESULT payload or None, stdout + stderr) of `script` run on `job`."""

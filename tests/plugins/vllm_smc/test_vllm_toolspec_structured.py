@@ -12,22 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from .probe_runner import run_probe
+from .probe_runner import ENGINE_PROBE_HEAD, run_probe
 
 NUM_PROMPTS, MAX_TOKENS = 4, 64
 
-PROBE = r"""
-import json, os, sys, time
-os.environ.update({"VLLM_USE_V2_MODEL_RUNNER": "0", "VLLM_CPU_KVCACHE_SPACE": "2", "TOKENIZERS_PARALLELISM": "false",
-                   "VLLM_ALLOW_INSECURE_SERIALIZATION": "1"})
-if __name__ == "__main__":
-    from vllm import LLM, SamplingParams
-    from vllm.sampling_params import StructuredOutputsParams
+IMPORTS = """    from vllm.sampling_params import StructuredOutputsParams
     from specplug.plugins.vllm_smc.rpc import specplug_rpc
-    job = json.load(open(sys.argv[1]))
-    kwargs = {k: job[k] for k in ("speculative_config", "additional_config") if job.get(k)}
-    llm = LLM(model=job["model"], dtype="float32", enforce_eager=True, max_model_len=2048, max_num_seqs=4, seed=0,
-              async_scheduling=False, enable_prefix_caching=False, disable_log_stats=False, **kwargs)
+"""
+PROBE = (
+    ENGINE_PROBE_HEAD.replace("#IMPORTS\n", IMPORTS)
+    + r"""
     params = [SamplingParams(temperature=0, max_tokens=job["max_tokens"],
                              structured_outputs=StructuredOutputsParams(json=schema),
                              extra_args={"toolspec": {"tools": tools, "tenant": "bench"}})
@@ -41,6 +35,7 @@ if __name__ == "__main__":
                                   "accepted": metrics.get("vllm:spec_decode_num_accepted_tokens"),
                                   "drafted": metrics.get("vllm:spec_decode_num_draft_tokens")}))
 """
+)
 
 
 def _schema(mode: str, tools: list[dict]) -> dict:
