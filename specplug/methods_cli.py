@@ -157,7 +157,9 @@ def _record_calibration(bank: Any, args: argparse.Namespace, workload: Any) -> s
     bank.record_calibration(workload.prompts + workload.warmup)
     keys = ("engine", "model", "dataset", "skip", "num_prompts", "proposer", "max_tokens")
     bank.metadata.update({"kind": "calibration", **{key: getattr(args, key) for key in keys}})
-    bank.metadata[PAIR_KEY] = calibrated_pair(Path(workload.tokenizer_path), _calibration_arm(args))
+    from specplug.assets import resolve_model
+
+    bank.metadata[PAIR_KEY] = calibrated_pair(resolve_model(args.model), _calibration_arm(args))  # as memory_slice
     bank.save(args.out)
     summary = bank.summary().get(args.namespace, {})
     line = (

@@ -104,6 +104,7 @@ def test_calibrate_serves_lambda_inf_and_records_its_prompts(monkeypatch, tmp_pa
     bank = CorrectionMemoryBank.load(out)
     assert bank.overlap(workload.prompts + workload.warmup) == [0, 1, 2]
     assert bank.metadata["kind"] == "calibration" and bank.metadata["skip"] == 5
+    assert bank.metadata["pair"]["draft"] == "ngram" and "smollm2" in bank.metadata["pair"]["about"]
     assert "wrote" in capsys.readouterr().err and bank.memory("team").observations == 2
 
 

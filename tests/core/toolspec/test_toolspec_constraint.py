@@ -81,7 +81,8 @@ def test_whole_forced_span_in_one_call(any_tokenizer) -> None:
     assert tok.decode(tracker.forced()) == 'eather", "parameters": {"city":'
     ids = tok.encode('[{"name": "get_weather", "parameters": {"city": "Paris", "unit": "c', add_special_tokens=False)
     tracker.advance(ids)
-    assert tok.decode(tracker.forced()).startswith('elsius"')  # the enum tail (a token may span '"}}' next)
+    assert tok.decode(tracker.forced()).startswith("elsius")  # the enum tail; its closing quote may ride in a token
+    # that also spans '"}}', which a tokenizer may split several ways: then the quote is not forced on its own
 
 
 def test_other_spacing_is_followed_with_any_whitespace(smollm2_tokenizer) -> None:
