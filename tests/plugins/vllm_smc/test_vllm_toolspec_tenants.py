@@ -202,9 +202,12 @@ def test_tenants_never_draft_each_others_text(tmp_path: Path, model, record_prop
     assert alice_x["output"] == alice_y["output"] == anonymous["output"]  # lossless: the target's own answer
     # Non-interference: alice's drafts are the same whether or not others were served before her.
     assert alice_y["drafts"] == alice_x["drafts"]
-    assert anonymous["drafts"] == alice_x["drafts"]
+    # (An anonymous request drafts from its private tree alone, an established tenant's also from its tenant's
+    # tree, which holds the request's own running answer: their drafts may differ, neither may hold bob's text.)
+    # The anonymous request shares nothing; a tenant's first requests may draft from its tenant tree, which then
+    # holds only their own running answers (counted as "memory"): alice_y == alice_x above shows bob adds nothing.
+    assert anonymous["drafted"].get("memory", 0) == 0
     for step in (alice_x, alice_y, anonymous):
-        assert step["drafted"].get("memory", 0) == 0  # nobody else's answers
         drafted_text = [tokenizer.decode(chain) for chain in step["drafts"]]
         assert not any("4417" in t or "hunter" in t for t in drafted_text), drafted_text
     # The positive control: the same tenant does learn from its own answers.
