@@ -152,13 +152,12 @@ def calibrated_pair(model_path: Path, arm: Any) -> dict[str, str]:
 def _record_calibration(bank: Any, args: argparse.Namespace, workload: Any) -> str:
     """The calibration prompts, settings and (target, draft, tokenizer) pair go into the file; the summary line
     names what was counted."""
+    from specplug.assets import resolve_model
     from specplug.core.csd.config import PAIR_KEY
 
     bank.record_calibration(workload.prompts + workload.warmup)
     keys = ("engine", "model", "dataset", "skip", "num_prompts", "proposer", "max_tokens")
     bank.metadata.update({"kind": "calibration", **{key: getattr(args, key) for key in keys}})
-    from specplug.assets import resolve_model
-
     bank.metadata[PAIR_KEY] = calibrated_pair(resolve_model(args.model), _calibration_arm(args))  # as memory_slice
     bank.save(args.out)
     summary = bank.summary().get(args.namespace, {})

@@ -134,6 +134,21 @@ def constraint_tools(schema: Mapping[str, Any] | str | bool | None) -> list[dict
     return [{"type": CONSTRAINT_TYPE, "json_schema": dict(schema)}] if _compiles(grammar) else None
 
 
+def drafting_tools(tools: Any, sampling: Mapping[str, Any] | None) -> Any:
+    """The tools a request drafts from: its JSON-schema output constraint (an engine's structured-output setting
+    with `json`, e.g. vLLM's `StructuredOutputsParams` for `tool_choice` "required"/named, or `json_object`) in
+    place of its `tools`; its own `tools` without one, or with a kind of constraint the drafter cannot follow
+    (regex, grammar…)."""
+    constraint = (sampling or {}).get("structured_outputs")
+    if constraint is None:
+        return tools
+    schema = getattr(constraint, "json", None)
+    if schema is None and not getattr(constraint, "json_object", None):
+        return tools
+    constrained = constraint_tools(True if schema is None else schema)
+    return tools if constrained is None else constrained
+
+
 @functools.lru_cache(maxsize=1024)
 def _compiles(grammar: str) -> bool:
     """Whether llguidance accepts `grammar` (cached: agents send the same tool set again and again)."""

@@ -97,7 +97,10 @@ def _drafter(session: MethodSession | None) -> Any:
 def specplug_on_request_start(request: RequestContext, session: MethodSession | None) -> None:
     drafter = _drafter(session)
     if drafter is not None:
-        drafter.start_request(request.request_id, request.prompt_token_ids, tools=request.tools, tenant=request.tenant)
+        from specplug.core.toolspec.grammar import drafting_tools
+
+        tools = drafting_tools(request.tools, request.sampling)  # an output constraint's schema forces tokens too
+        drafter.start_request(request.request_id, request.prompt_token_ids, tools=tools, tenant=request.tenant)
 
 
 # Finish reasons whose (partial) answers are not remembered: the request never produced a real answer.

@@ -15,13 +15,13 @@ A proposer error costs the failing request its drafts, never the server: it is l
 Structured outputs (`SamplingParams.structured_outputs`: a JSON schema, which is also what the OpenAI server makes
 of `tool_choice` "required" or a named function, or `json_object`): vLLM masks the target's logits with the
 request's grammar at every draft position and the bonus one, and cuts each draft at its first grammar-illegal
-token before verifying it, so drafting stays lossless. The slot hands the constraint's schema to the proposer in
-place of the request's tools (`core.toolspec.grammar.constraint_tools`): the tokens it forces are then certain.
+token before verifying it, so drafting stays lossless. The constraint reaches the method with the request's
+sampling settings (`RequestContext.sampling`); ToolSpec drafts what its schema forces
+(`core.toolspec.grammar.drafting_tools`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from specplug.core.host import MethodSession
-from specplug.core.types import RequestContext, StepOutcome
+from specplug.core.types import StepOutcome
 
 log = logging.getLogger("specplug")
 
@@ -50,12 +50,6 @@ class SpecplugProposer:
 
     def bind(self, runner: Any, session: MethodSession) -> None:
         self.runner, self.session = runner, session
-        announce = session.request_started
-
-        def request_started(request: RequestContext) -> None:
-            announce(with_output_constraint(request))
-
-        session.request_started = request_started  # type: ignore[method-assign]
 
     def load_model(self, *args: Any, **kwargs: Any) -> None:
         """Nothing to load here: a proposer that needs a model loads it when its session builds it."""
@@ -137,21 +131,6 @@ class ToolSpecProposer(SpecplugProposer):
     """`specplug.ToolSpec`: the documented ToolSpec class path, the generic slot with "toolspec" as default."""
 
     default_method = "toolspec"
-
-
-def with_output_constraint(request: RequestContext) -> RequestContext:
-    """`request` with its JSON-schema output constraint (vLLM `StructuredOutputsParams.json` / `json_object`) as
-    its tools; unchanged without one, or with a kind of constraint the drafter cannot follow (regex, grammar...)."""
-    constraint = request.sampling.get("structured_outputs") if request.sampling else None
-    if constraint is None:
-        return request
-    schema = getattr(constraint, "json", None)
-    if schema is None and not getattr(constraint, "json_object", None):
-        return request
-    from specplug.core.toolspec.grammar import constraint_tools
-
-    tools = constraint_tools(True if schema is None else schema)
-    return request if tools is None else dataclasses.replace(request, tools=tools)
 
 
 def _chains(draft: Any) -> list[list[int]]:

@@ -189,14 +189,13 @@ RPC_METHOD = "specplug_rpc"  # the worker method added below
 def close_sessions(engine_core: Any) -> None:
     """Close the specplug session of every worker of `engine_core` (announce held requests, persist memories);
     never keeps vLLM from shutting down."""
-    from specplug.plugins.vllm_smc.rpc import specplug_rpc
     from specplug.plugins.vllm_smc.settings import runs_specplug
 
     executor = getattr(engine_core, "model_executor", None)
     try:
         if executor is None or not runs_specplug(getattr(engine_core, "vllm_config", None)):
             return
-        executor.collective_rpc(specplug_rpc, timeout=CLOSE_TIMEOUT_S, args=("close",))  # in-process callable
+        executor.collective_rpc(RPC_METHOD, timeout=CLOSE_TIMEOUT_S, args=("close",))  # the worker method, as below
     except Exception:
         log.exception("specplug: closing the method sessions at engine shutdown failed; memories not saved now")
 

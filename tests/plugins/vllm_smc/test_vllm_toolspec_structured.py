@@ -103,23 +103,23 @@ def test_toolspec_equals_ar_under_the_constraint_and_drafts_the_schema(tmp_path:
 def test_the_constraint_replaces_the_tools_the_drafter_sees() -> None:
     from vllm.sampling_params import SamplingParams, StructuredOutputsParams
 
-    from specplug.core.toolspec.grammar import json_constraint
+    from specplug.core.toolspec.grammar import drafting_tools, json_constraint
     from specplug.plugins.vllm_smc.host import request_context
-    from specplug.plugins.vllm_smc.proposer_slot import with_output_constraint
 
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]
     schema = _schema("required", tools)
 
-    def context(**constraint):
+    def drafted_from(**constraint):  # what ToolSpec's request-start hook hands its drafter
         so = StructuredOutputsParams(**constraint) if constraint else None
         params = SamplingParams(structured_outputs=so, extra_args={"toolspec": {"tools": tools}})
-        return with_output_constraint(request_context("r", [1, 2], params))
+        request = request_context("r", [1, 2], params)
+        return drafting_tools(request.tools, request.sampling)
 
-    assert json_constraint(context(json=schema).tools) == schema
-    assert json_constraint(context(json=json.dumps(schema)).tools) == schema
-    assert json_constraint(context(json_object=True).tools) == {"type": "object"}
-    assert context(regex="[a-z]+").tools == tools  # a constraint the drafter cannot follow: its tools stay
-    assert context().tools == tools
+    assert json_constraint(drafted_from(json=schema)) == schema
+    assert json_constraint(drafted_from(json=json.dumps(schema))) == schema
+    assert json_constraint(drafted_from(json_object=True)) == {"type": "object"}
+    assert drafted_from(regex="[a-z]+") == tools  # a constraint the drafter cannot follow: its tools stay
+    assert drafted_from() == tools
 
 
 @pytest.mark.vllm
