@@ -9,7 +9,8 @@ ruff format --check .
 # Real-engine tests must fail, not skip, if vLLM did not install.
 export SPECPLUG_REQUIRE_ENGINES="${SPECPLUG_REQUIRE_ENGINES:-vllm}"
 set +e
-python -m pytest "$@"
+# The slowest tests in the log: CI has a 90-minute budget, and this is where it goes.
+python -m pytest --durations=40 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

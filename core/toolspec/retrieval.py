@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from specplug.core.errors import ConfigError
-from specplug.core.proposers.ngram import lookup
+from specplug.core.proposers.prompt_lookup import lookup
 
 MODES = ("auto", "suffix", "lookup")
 INSTALL = "bash scripts/install-suffix.sh"
@@ -127,8 +127,8 @@ class SuffixTrees:
 
 
 def own_match(sequence: Sequence[int], n_min: int, n_max: int, k: int) -> tuple[int, list[int]]:
-    """Prompt lookup (`core.proposers.ngram.lookup`: never the trivial self-match) with the length of the suffix it
-    matched, which caps an adaptive draft; (0, []) when no suffix of at least `n_min` tokens recurs."""
+    """Prompt lookup (`core.proposers.prompt_lookup.lookup`: never the trivial self-match) with the length of the
+    suffix it matched, which caps an adaptive draft; (0, []) when no suffix of at least `n_min` tokens recurs."""
     context = np.asarray(sequence, dtype=np.int64)
     found = lookup(context, n_min, n_max, k)
     if not found.size:

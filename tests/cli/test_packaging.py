@@ -36,3 +36,17 @@ def test_wheel_has_only_the_specplug_top_level(tmp_path: Path) -> None:
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[vllm.general_plugins]" in text and "[sglang.srt.plugins]" in text and "[specplug]" in text
+
+
+def test_bootstraps_and_contract_import_without_torch() -> None:
+    """What `.ci/run` checks on the built wheel (only pluggy and numpy installed), here with torch blocked: the
+    engine bootstraps load in every process of an engine and must not pull torch (or a method's heavy code) in."""
+    code = (
+        "import sys\n"
+        "for name in ('torch', 'transformers', 'vllm', 'sglang'): sys.modules[name] = None\n"
+        "import specplug.plugins.vllm_smc.bootstrap, specplug.plugins.sglang_csd.bootstrap, specplug.core.hookspecs\n"
+        "import specplug.core.plugin_manager as pm\n"
+        "pm.get_plugin_manager()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from specplug.core.proposers.ngram import lookup
+from specplug.core.proposers.prompt_lookup import lookup
 
 
 def _by_definition(context: list[int], n_min: int, n_max: int, k: int) -> list[int]:
