@@ -105,7 +105,16 @@ class SMCScheduler(Scheduler):
         if reasons:
             return self._reject(request, "; ".join(reasons))
         n, gamma = self.smc.num_particles, self.smc.gamma
-        need = n * math.ceil((request.num_prompt_tokens + request.max_tokens + gamma + 1) / self.block_size)
+        # vLLM drafts fewer than γ tokens for a request whose next positions would pass max_model_len, and a cycle
+        # weighs exactly γ drafts per particle: near the limit the output ends γ positions early ("length").
+        max_tokens = min(request.max_tokens, self.max_model_len - request.num_prompt_tokens - gamma)
+        if max_tokens < 1:
+            return self._reject(
+                request,
+                f"the prompt ({request.num_prompt_tokens} tokens) leaves no room under max_model_len "
+                f"{self.max_model_len} for SMC-SD's {gamma} draft positions: shorten it",
+            )
+        need = n * math.ceil((request.num_prompt_tokens + max_tokens + gamma + 1) / self.block_size)
         if need > self.num_kv_blocks:
             return self._reject(
                 request, f"{n} particles need {need} KV blocks, the cache has {self.num_kv_blocks}: lower max_tokens"
@@ -117,7 +126,7 @@ class SMCScheduler(Scheduler):
             generation=0,
             num_particles=n,
             seed=int(seed),
-            max_tokens=request.max_tokens,
+            max_tokens=max_tokens,
             temperature=float(params.temperature),
             prompt_len=request.num_prompt_tokens,
             prefix_len=0,

