@@ -35,7 +35,7 @@ ENGINES = ("vllm", "reference", "sglang", "trtllm")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from specplug.bench import overhead, smc_ab, smc_report
+    from specplug.bench import load, overhead, smc_ab, smc_report
     from specplug.cli import add_verb
 
     bench = sub.add_parser("bench", help="A/B comparisons of decoding arms, and per-step cost measurements")
@@ -52,6 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ("smc-report", smc_report, "SMC-SD on the reference runner, and its per-cycle bookkeeping cost"),
         ("smc-ab", smc_ab, "A/B of SMC-SD inside vLLM vs autoregressive and vLLM draft-model SD"),
         ("overhead", overhead, "per-step cost of a method's own work vs vLLM's on the same inputs (needs vLLM)"),
+        ("load", load, "many clients for minutes through vLLM's OpenAI server: failures, latency, engine RSS"),
     ):
         add_verb(verbs, name, summary_line, module.add_arguments, module.run, module.__doc__)
 

