@@ -32,6 +32,7 @@ from specplug.core.errors import ConfigError
 from specplug.core.files import write_atomic
 
 ENGINES = ("vllm", "reference", "sglang", "trtllm")
+CONSTRAINTS = ("none", "required", "named")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -84,6 +85,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--arm-timeout", type=float, help=f"seconds before an arm is declared failed (default {d['arm_timeout']:.0f})"
     )
     p.add_argument("--note", help="a line for the report, e.g. what else shared the machine")
+    p.add_argument(
+        "--constrain",
+        choices=CONSTRAINTS,
+        help="tool calls under vLLM's structured outputs, as its OpenAI server constrains them: `required` "
+        '(tool_choice "required": one or more calls of the request\'s tools) or `named` (its first tool), the same '
+        f"in every arm; needs a dataset with tools and --engine vllm (default {d['constrain']})",
+    )
 
 
 def _engine_version(engine: str) -> str:
@@ -128,6 +136,10 @@ def run(args: argparse.Namespace) -> int:
     if not datasets:
         raise ConfigError("dataset", s.dataset, "at least one dataset")
     at_least(1, rounds=s.rounds, max_tokens=s.max_tokens)
+    if s.constrain not in CONSTRAINTS:
+        raise ConfigError("constrain", s.constrain, ", ".join(CONSTRAINTS))
+    if s.constrain != "none" and s.engine != "vllm":
+        raise ConfigError("constrain", s.constrain, "none with --engine reference (structured outputs are vLLM's)")
     if s.engine in ("sglang", "trtllm"):
         raise ConfigError("engine", s.engine, "vllm or reference on this machine (SGLang and TensorRT-LLM need a GPU)")
     if s.engine == "vllm" and not engine_status("vllm").installed:
@@ -140,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
     workloads = {ds: build_workload(model_path, ds, s.num_prompts) for ds in datasets}
     for workload in workloads.values():
         check_memories(arms, workload)
+        if s.constrain != "none" and not any(workload.tools):
+            raise ConfigError("constrain", s.constrain, f"none for {workload.dataset}: its prompts carry no tools")
 
     rc = 0
     for ds, workload in workloads.items():
@@ -291,6 +305,7 @@ def write_dataset(
         "prompt_rendering": workload.rendering,
         "max_tokens": s.max_tokens,
         "sampling": {"temperature": temperature, "seeds": "1000 + prompt index" if temperature else None},
+        "constrain": getattr(s, "constrain", "none"),
         "rounds": len(rounds),
         "accuracy_metric": scorer.metric if scorer is not None else None,
         "wall_s": time.perf_counter() - began_run,
@@ -378,4 +393,7 @@ def _run_arm(s, arm, model_path, workload, concurrencies) -> list[ArmRun]:
         from specplug.bench import vllm_engine as engine
     else:
         from specplug.bench import reference_engine as engine
-    return engine.run_arm(ArmJob(arm, model_path, workload, concurrencies, s.max_tokens, s.arm_timeout))
+    constraint = None if s.constrain == "none" else s.constrain
+    return engine.run_arm(
+        ArmJob(arm, model_path, workload, concurrencies, s.max_tokens, s.arm_timeout, constraint=constraint)
+    )

@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "out": "results/bench",
     "arm_timeout": 1800.0,
     "note": None,
+    "constrain": "none",
 }
 # Keys whose value may be a list in a file; it is joined with commas, the flag's own syntax.
 LIST_KEYS = ("dataset", "arms", "concurrency")
@@ -53,6 +54,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "out": (str,),
     "arm_timeout": (int, float),
     "note": (str,),
+    "constrain": (str,),
 }
 ALLOWED_KEYS = (*DEFAULTS, "datasets")
 

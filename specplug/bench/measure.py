@@ -24,6 +24,7 @@ class Pass:
     max_tokens: int
     concurrencies: list[int]
     temperature: float = 0.0
+    constraint: str | None = None  # tool calls under vLLM's structured outputs: "required" or "named"
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class ArmJob:
     save_memory: Path | None = None  # where a CSD or ToolSpec arm's memory is written at the end
     passes: list[Pass] | None = None  # a suite: several workloads on one engine (then `workload` is unused)
     engine_settings: dict | None = None  # a suite's shared engine arguments (else the engine's defaults)
+    constraint: str | None = None  # tool calls under structured outputs ("required" / "named"), every arm alike
 
 
 @dataclass

@@ -115,7 +115,12 @@ def markdown(results: dict) -> str:
 
 def _sampling(results: dict) -> str:
     t = (results.get("sampling") or {}).get("temperature") or 0
-    return f"sampled at temperature {t} (seed 1000 + prompt index, the same in every arm)" if t else "greedy"
+    text = f"sampled at temperature {t} (seed 1000 + prompt index, the same in every arm)" if t else "greedy"
+    constrain = results.get("constrain") or "none"
+    if constrain != "none":
+        choice = '`tool_choice: "required"`' if constrain == "required" else "a named function (the first tool)"
+        text += f"; tool calls constrained as vLLM's OpenAI server does for {choice} (structured outputs, every arm)"
+    return text
 
 
 QUALITY_COLUMNS = {  # key: (header, format)

@@ -58,21 +58,28 @@ def _run(
     temperature: float = 0.0,
     tag: str = "bench",
     steps: dict | None = None,
+    constraint: str | None = None,
 ) -> tuple[list[dict], float]:
     """Requests with at most `concurrency` in flight; per-request times taken here, the same for every arm.
 
     Greedy (`temperature` 0) or sampled with one seed per prompt (the same seeds in every arm). `steps` is the
     engine-step counter of `_count_steps`: a method that returns a request's tokens only when it finishes (SMC-SD)
-    is credited with the target forwards that ran while it was in flight.
+    is credited with the target forwards that ran while it was in flight. `constraint` ("required" / "named"):
+    every request with tools is held to the JSON schema vLLM's OpenAI server would give it (`constraint_schema`).
     """
     from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
 
     def params(index: int) -> SamplingParams:
         # Every arm gets the same parameters; a request's tools ride in extra_args (only ToolSpec reads them).
         request_tools = tools[index] if tools else None
         extra = {"toolspec": {"tools": request_tools, "tenant": "bench"}} if request_tools else None
         seed = 0 if temperature == 0 else 1000 + index
-        return SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed, extra_args=extra)
+        schema = constraint_schema(constraint, request_tools) if constraint and request_tools else None
+        structured = StructuredOutputsParams(json=schema) if schema is not None else None
+        return SamplingParams(
+            temperature=temperature, max_tokens=max_tokens, seed=seed, extra_args=extra, structured_outputs=structured
+        )
 
     engine = llm.llm_engine
     pending = list(enumerate(prompts))
@@ -123,6 +130,24 @@ def _run(
     wall = time.perf_counter() - start
     _settle(engine)
     return sorted(done, key=lambda r: r["index"]), wall
+
+
+def constraint_schema(mode: str, tools: list[dict]) -> dict:
+    """The JSON schema vLLM's OpenAI server constrains a chat request with, for `tool_choice` "required" (`mode`
+    "required") or a named function (`mode` "named": the request's first tool)."""
+    from vllm.entrypoints.openai.chat_completion.protocol import (
+        ChatCompletionNamedToolChoiceParam,
+        ChatCompletionToolsParam,
+    )
+    from vllm.tool_parsers.utils import get_json_schema_from_tools
+
+    given = [ChatCompletionToolsParam(**tool) for tool in tools]
+    if mode == "named":
+        choice = ChatCompletionNamedToolChoiceParam(function={"name": tools[0]["function"]["name"]})
+        return get_json_schema_from_tools(choice, given)
+    if mode == "required":
+        return get_json_schema_from_tools("required", given)
+    raise ValueError(f"no tool-call constraint {mode!r}: required or named")
 
 
 def _settle(engine) -> None:
@@ -253,7 +278,19 @@ def bench_loop(llm, job: dict) -> dict:
         warm = min(work["max_tokens"], 16)
         conc_max = max(work["concurrencies"])
         tag = f"w{number}"
-        _run(llm, work["warmup"], warm, conc_max, progress, work.get("warmup_tools"), temperature, f"{tag}-warm", steps)
+        constraint = work.get("constraint")
+        _run(
+            llm,
+            work["warmup"],
+            warm,
+            conc_max,
+            progress,
+            work.get("warmup_tools"),
+            temperature,
+            f"{tag}-warm",
+            steps,
+            constraint,
+        )
         for conc in work["concurrencies"]:
             # Every pass starts from the arm's own memory (methods whose proposer remembers answers reset it, and
             # so does vLLM's suffix drafter): neither the warm-up's answers nor an earlier pass's answers count.
@@ -272,6 +309,7 @@ def bench_loop(llm, job: dict) -> dict:
                 temperature,
                 f"{tag}-c{conc}",
                 steps,
+                constraint,
             )
             after, session_after = _counters(llm), _session_counters(_specplug(llm, method))
             deltas = {k: int(after[k] - before[k]) for k in after if k != "accepted_per_pos"}

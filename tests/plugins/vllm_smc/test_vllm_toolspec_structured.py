@@ -40,17 +40,9 @@ PROBE = (
 
 def _schema(mode: str, tools: list[dict]) -> dict:
     """The JSON schema vLLM's OpenAI server constrains a chat request with (`tool_choice` "required" or named)."""
-    from vllm.entrypoints.openai.chat_completion.protocol import (
-        ChatCompletionNamedToolChoiceParam,
-        ChatCompletionToolsParam,
-    )
-    from vllm.tool_parsers.utils import get_json_schema_from_tools
+    from specplug.bench.vllm_worker import constraint_schema
 
-    given = [ChatCompletionToolsParam(**tool) for tool in tools]
-    if mode == "named":
-        choice = ChatCompletionNamedToolChoiceParam(function={"name": tools[0]["function"]["name"]})
-        return get_json_schema_from_tools(choice, given)
-    return get_json_schema_from_tools("required", given)
+    return constraint_schema(mode, tools)
 
 
 @pytest.fixture(scope="module")
