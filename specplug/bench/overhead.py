@@ -6,7 +6,8 @@ wall times (`specplug.bench.timing`): run on a quiet machine.
   same flat vLLM batch (batch × γ draft tokens, vocabulary-sized fp32 logits, all greedy); CSD's memory holds
   `pairs` rescuable rejection pairs, online (learning from every step, through the session's step hook) or
   frozen. λ = ∞ must give vLLM's tokens exactly.
-- toolspec: drafting time per engine step, ToolSpec against vLLM's `ngram` proposer, on a batch of real BFCL
+- toolspec: drafting time per engine step, ToolSpec against vLLM's `ngram` and `suffix` proposers (suffix when
+  arctic-inference's extension is installed; its own suffix-tree settings at their defaults), on a batch of real BFCL
   prompts (SmolLM2's rendering) each followed by its gold calls written as the model writes them
   (`<tool_call>{…}</tool_call>`), one step per answer token, the whole batch drafted at every step. Verification
   is vLLM's own in both arms, so the drafting time is the whole difference per step.
@@ -180,7 +181,40 @@ def _vllm_ngram(k: int, max_model_len: int, batch: int) -> Any:
     return NgramProposer(config)
 
 
-def measure_toolspec(batch: int = 16, k: int = 8, skip: int = 0, repeats: int = 3) -> dict[str, Any]:
+def _vllm_suffix(k: int, max_model_len: int) -> Any | None:
+    """vLLM's `suffix` proposer with its default settings, or None where arctic-inference is not installed."""
+    from vllm.v1.spec_decode.suffix_decoding import SuffixDecodingProposer
+
+    config = SimpleNamespace(
+        speculative_config=SimpleNamespace(
+            num_speculative_tokens=k,
+            suffix_decoding_max_tree_depth=24,
+            suffix_decoding_max_spec_factor=1.0,
+            suffix_decoding_min_token_prob=0.1,
+            suffix_decoding_max_cached_requests=10000,
+        ),
+        model_config=SimpleNamespace(max_model_len=max_model_len),
+    )
+    try:
+        return SuffixDecodingProposer(config)
+    except ImportError:
+        return None
+
+
+def _suffix_batch(req_ids: list[str], prompts: list[list[int]], token_ids: Any, lengths: Any) -> Any:
+    """The fields of vLLM's InputBatch that its suffix proposer reads, for one step of the measured batch."""
+    import numpy as np
+
+    return SimpleNamespace(
+        req_ids=req_ids,
+        req_id_to_index={r: i for i, r in enumerate(req_ids)},
+        num_tokens_no_spec=lengths,
+        num_prompt_tokens=np.array([len(p) for p in prompts], dtype=np.int32),
+        token_ids_cpu=token_ids,
+    )
+
+
+def measure_toolspec(batch: int = 16, k: int = 24, skip: int = 0, repeats: int = 3) -> dict[str, Any]:
     import numpy as np
 
     from specplug.core.toolspec.config import ToolSpecConfig
@@ -196,9 +230,12 @@ def measure_toolspec(batch: int = 16, k: int = 8, skip: int = 0, repeats: int = 
     first = np.array([len(p) for p in prompts], dtype=np.int32)
     ngram.propose(k, [[1]] * batch, first, token_ids)  # compile for this batch shape (numba), untimed
 
-    laps = {"vllm_ngram": Laps(), "toolspec": Laps()}
-    drafted = {"vllm_ngram": 0, "toolspec": 0}
+    suffix = _vllm_suffix(k, max_model_len)
+    arms = ["vllm_ngram", "toolspec"] + (["vllm_suffix"] if suffix is not None else [])
+    laps = {name: Laps() for name in arms}
+    drafted = dict.fromkeys(arms, 0)
     for rep in range(repeats):
+        req_ids = [f"{rep}-{row}" for row in range(batch)]
         drafter = ToolSpecDrafter(ToolSpecConfig(num_speculative_tokens=k), tokenizer)
         for row in range(batch):
             drafter.start_request(f"{rep}-{row}", prompts[row], tools=tools[row], tenant="bench")
@@ -212,8 +249,17 @@ def measure_toolspec(batch: int = 16, k: int = 8, skip: int = 0, repeats: int = 
             with laps["toolspec"].lap():
                 for r in live:
                     drafted["toolspec"] += len(drafter.draft(f"{rep}-{r}", token_ids[r, : lengths[r]].tolist(), k))
+            if suffix is not None:
+                # A request's first step hands the proposer its prompt's last token, as vLLM does after prefill.
+                inputs = _suffix_batch(req_ids, prompts, token_ids, lengths)
+                with laps["vllm_suffix"].lap():
+                    out = suffix.propose(k, inputs, sampled)
+                drafted["vllm_suffix"] += sum(len(d) for d in out)
         for row in range(batch):
             drafter.finish_request(f"{rep}-{row}")
+        if suffix is not None:
+            for request_id in list(suffix.suffix_cache.active_requests):
+                suffix.suffix_cache.stop_request(request_id)
     return {
         "batch": batch,
         "k": k,
@@ -224,7 +270,8 @@ def measure_toolspec(batch: int = 16, k: int = 8, skip: int = 0, repeats: int = 
         "median_step_ms": {name: lap.median_ms for name, lap in laps.items()},
         "p90_step_ms": {name: lap.p90_ms for name, lap in laps.items()},
         "draft_tokens": drafted,
-        "note": "drafting only; verification is vLLM's own in both arms. CPU, one process, same batch and steps.",
+        "note": "drafting only; verification is vLLM's own in every arm. CPU, one process, same batch and steps."
+        + ("" if suffix is not None else " vLLM's suffix: not measured (arctic-inference is not installed)."),
     }
 
 

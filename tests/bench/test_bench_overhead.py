@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 pytestmark = pytest.mark.vllm
@@ -38,5 +40,7 @@ def test_toolspec_and_vllm_ngram_draft_the_same_steps() -> None:
     from specplug.bench.overhead import measure_toolspec
 
     figures = measure_toolspec(batch=2, k=4, repeats=1)
-    assert set(figures["per_step_ms"]) == {"vllm_ngram", "toolspec"} and figures["steps_per_repeat"] > 0
+    assert {"vllm_ngram", "toolspec"} <= set(figures["per_step_ms"]) and figures["steps_per_repeat"] > 0
+    if importlib.util.find_spec("arctic_inference") is not None:  # vLLM's suffix proposer, on the same steps
+        assert figures["draft_tokens"]["vllm_suffix"] > 0
     assert figures["draft_tokens"]["toolspec"] > 0
