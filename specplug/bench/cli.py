@@ -64,7 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--preset",
         help="a named suite of workloads, each with its method and the built-ins to beat: main (every specplug "
-        "method on its own workload; --num-prompts, --max-tokens and --concurrency override every workload's)",
+        "method on its own workload), ngram-k (vLLM's ngram at each k), toolspec (ToolSpec vs vLLM's built-ins on "
+        "multi-turn tool traffic, free-form and constrained); --num-prompts, --max-tokens and --concurrency "
+        "override every workload's",
     )
     p.add_argument("--engine", choices=ENGINES, help=f"default {d['engine']}")
     p.add_argument("--model", help=f"model asset name or local checkpoint directory (default {d['model']})")
@@ -252,6 +254,7 @@ def write_dataset(
     temperature: float = 0.0,
     echo: bool = False,
     unavailable: dict[str, str] | None = None,
+    constrain: str | None = None,
 ) -> dict:
     """results.json, report.md, plots and outputs.jsonl of one dataset's runs (every round), quality beside speed:
     exact match vs `ar`, task accuracy, functional agreement (code), call agreement (tools), and for sampled runs
@@ -305,7 +308,7 @@ def write_dataset(
         "prompt_rendering": workload.rendering,
         "max_tokens": s.max_tokens,
         "sampling": {"temperature": temperature, "seeds": "1000 + prompt index" if temperature else None},
-        "constrain": getattr(s, "constrain", "none"),
+        "constrain": constrain or getattr(s, "constrain", None) or "none",
         "rounds": len(rounds),
         "accuracy_metric": scorer.metric if scorer is not None else None,
         "wall_s": time.perf_counter() - began_run,

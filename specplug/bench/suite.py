@@ -38,6 +38,7 @@ class SuiteWorkload:
     max_tokens: int = 64
     concurrencies: tuple[int, ...] = (1, 4)
     why: str = ""
+    constrain: str = "none"  # tool calls under structured outputs: "required" or "named" (`bench run --constrain`)
 
 
 # CSD's memory, calibrated on HumanEval 32..95 with a 0.95 functional-agreement budget (`specplug csd calibrate
@@ -78,6 +79,28 @@ PRESETS: dict[str, tuple[SuiteWorkload, ...]] = {
         ),
     ),
 }
+# `toolspec`: ToolSpec against vLLM's best built-ins on multi-turn tool traffic (earlier turns' calls and results in
+# the context), free-form and with calls constrained as `tool_choice: "required"` makes vLLM's server constrain them
+# (docs/toolspec/vllm-multiturn/). Every workload runs in one engine per arm (prefix caching on, as a server runs).
+TOOLSPEC_ARMS = ("ar", "ngram:k=6", "suffix", "toolspec")
+PRESETS["toolspec"] = tuple(
+    SuiteWorkload(
+        f"{name}-{mode}",
+        "toolspec",
+        dataset,
+        TOOLSPEC_ARMS,
+        num_prompts=12,
+        max_tokens=96,
+        constrain="none" if mode == "free" else mode,
+        why=f"{what}, greedy, "
+        + ("free-form" if mode == "free" else 'calls constrained as for `tool_choice: "required"`'),
+    )
+    for name, dataset, what in (
+        ("tooltalk", "tooltalk", "ToolTalk conversations"),
+        ("bfcl-multiturn", "bfcl:multi_turn", "BFCL multi-turn conversations with executed earlier calls"),
+    )
+    for mode in ("free", "required")
+)
 # `ngram-k`: vLLM's ngram at each draft length on the main job's greedy workloads (same prompts, same settings), so
 # the main job can compare against the k a user would pick for that traffic (docs/bench/ngram-k/).
 NGRAM_SWEEP = ("ar", "ngram:k=2", "ngram:k=4", "ngram:k=6", "ngram:k=8")
@@ -156,7 +179,17 @@ def run_suite(s, name: str) -> int:
     todo = [label for label in arms if label not in missing]
     for number, label in enumerate(todo, 1):
         mine = [w for w in workloads if label in w.arms]
-        passes = [Pass(w.name, built[w.name], w.max_tokens, list(w.concurrencies), w.temperature) for w in mine]
+        passes = [
+            Pass(
+                w.name,
+                built[w.name],
+                w.max_tokens,
+                list(w.concurrencies),
+                w.temperature,
+                constraint=None if w.constrain == "none" else w.constrain,
+            )
+            for w in mine
+        ]
         print(
             f"[specplug bench] ({number}/{len(todo)}) arm {label} on {', '.join(w.name for w in mine)} ...",
             file=sys.stderr,
@@ -199,6 +232,7 @@ def run_suite(s, name: str) -> int:
             began_run=began,
             temperature=w.temperature,
             unavailable={spec: missing[spec] for spec in w.arms if spec in missing},
+            constrain=w.constrain,
         )
     headline = headline_rows(workloads, results, arms)
     from specplug.core.files import write_atomic

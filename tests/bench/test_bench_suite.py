@@ -235,3 +235,39 @@ def test_sampled_headline_beats_ar_when_builtins_are_slower_and_flags_defects() 
     assert row["vs_best"] == pytest.approx(15 / 8) and row["verdict"] == "wins (1.50× ar)"
     (defect,) = suite.defects([w], results, arms)
     assert defect.startswith("`draft_model` on chat at c=1")
+
+
+def test_toolspec_preset_runs_each_arm_once_over_free_and_constrained_workloads(monkeypatch, tmp_path: Path) -> None:
+    """Stand-in engine (not vLLM): every arm of the toolspec preset serves the four workloads in one engine, each
+    pass carrying its own constraint, and each workload's results.json and report say which."""
+    from specplug.bench.workload import Workload
+
+    seen: dict[str, list[tuple[str, str | None]]] = {}
+
+    def stand_in_run_arm(job) -> list[ArmRun]:
+        seen[job.arm.label] = [(p.name, p.constraint) for p in job.passes]
+        records = [RequestRecord(i, [7, 8, 9, i], 0.01, 0.05, 2) for i in range(2)]
+        return [ArmRun(job.arm.label, c, records, 0.5, workload=p.name) for p in job.passes for c in p.concurrencies]
+
+    def workload(model, dataset, n, **k) -> Workload:
+        return Workload(dataset, ["a", "b"], [[1, 2], [3, 4]], [[5, 6]], [0], tokenizer_path="x", tools=[[{}], [{}]])
+
+    monkeypatch.setattr("specplug.assets.resolve_model", lambda name: tmp_path / "model")
+    monkeypatch.setattr("specplug.bench.workload.build_workload", workload)
+    monkeypatch.setattr("specplug.bench.vllm_engine.run_arm", stand_in_run_arm)
+    monkeypatch.setattr(suite, "unavailable_reason", lambda arm: None)
+    monkeypatch.setattr("specplug.bench.quality_columns.add_quality", lambda *a, **k: None)
+    out = tmp_path / "toolspec"
+    assert main(["bench", "run", "--preset", "toolspec", "--num-prompts", "2", "--out", str(out)]) == 0
+    assert sorted(seen) == sorted(suite.TOOLSPEC_ARMS)
+    expected = [
+        ("tooltalk-free", None),
+        ("tooltalk-required", "required"),
+        ("bfcl-multiturn-free", None),
+        ("bfcl-multiturn-required", "required"),
+    ]
+    assert all(passes == expected for passes in seen.values())
+    for name, constraint in expected:
+        results = json.loads((out / name / "results.json").read_text())
+        assert results["constrain"] == (constraint or "none")
+        assert ('tool_choice: "required"' in (out / name / "report.md").read_text()) == bool(constraint)
