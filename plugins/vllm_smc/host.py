@@ -228,6 +228,26 @@ def _named_tenant(extra: Any) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
+def extra_args_problem(extra_args: Any) -> str | None:
+    """Why a request's specplug extra args (OpenAI `vllm_xargs`, or `SamplingParams.extra_args`) are malformed, or
+    None: each key of EXTRA_ARGS_KEYS holds an object whose `tools` is a list of objects and `tenant` a string."""
+    if not isinstance(extra_args, dict):
+        return None
+    for key in EXTRA_ARGS_KEYS:
+        if key not in extra_args:
+            continue
+        value = extra_args[key]
+        if not isinstance(value, dict):
+            return f"extra args {key!r} must be an object (with optional 'tools' and 'tenant'), got {value!r:.80}"
+        tools = value.get("tools")
+        if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+            return f"extra args {key}.tools must be a list of OpenAI tool objects, got {tools!r:.80}"
+        tenant = value.get("tenant")
+        if tenant is not None and not isinstance(tenant, str):
+            return f"extra args {key}.tenant must be a string, got {tenant!r:.80}"
+    return None
+
+
 def _extra_of(extra_args: dict[str, Any]) -> dict[str, Any]:
     for key in EXTRA_ARGS_KEYS:
         if isinstance(extra_args.get(key), dict):

