@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -107,24 +106,6 @@ def server_command(arm: Arm, model: str, port: int, args: argparse.Namespace) ->
     return command
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, timeout: float = 5.0) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return 0
-
-
 def _post(url: str, body: dict) -> tuple[str, dict]:
     """(outcome, body): outcome is "200" or the HTTP status, or the kind of connection error."""
     request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
@@ -153,30 +134,16 @@ def _engine_rss(server: Any) -> tuple[float, float]:
 def run_arm_load(arm: Arm, model: str, prompts: list[list[int]], args: argparse.Namespace, log_dir: Path) -> ArmLoad:
     import psutil
 
-    port = _free_port()
+    from specplug.bench.openai_server import free_port, health, running_server
+
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     command = server_command(arm, model, port, args)
     result = ArmLoad(arm.label, command[3:])
     log_path = log_dir / f"server-{arm.label.replace(':', '_')}.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **SERVER_ENV})
-        try:
-            began = time.monotonic()
-            while _get(base + "/health") != 200:
-                if proc.poll() is not None:
-                    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-12:])
-                    raise RuntimeError(f"the {arm.label} server exited with {proc.returncode}:\n{tail}")
-                if time.monotonic() - began > START_TIMEOUT_S:
-                    raise TimeoutError(f"the {arm.label} server did not answer /health in {START_TIMEOUT_S:.0f} s")
-                time.sleep(2)
-            _drive(result, psutil.Process(proc.pid), base, model, prompts, args)
-            result.alive_after = proc.poll() is None and _get(base + "/health") == 200
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with running_server(command, {**os.environ, **SERVER_ENV}, base, log_path, START_TIMEOUT_S) as proc:
+        _drive(result, psutil.Process(proc.pid), base, model, prompts, args)
+        result.alive_after = proc.poll() is None and health(base) == 200
     return result
 
 
