@@ -148,6 +148,8 @@ def run_arm_load(arm: Arm, model: str, prompts: list[list[int]], args: argparse.
 
 
 def _drive(result: ArmLoad, server: Any, base: str, model: str, prompts: list[list[int]], args) -> None:
+    from specplug.bench.openai_server import health
+
     """`clients` threads send requests back to back for warm-up + duration; only requests started after warm-up
     count, and every started request is waited for."""
     lock = threading.Lock()
@@ -155,10 +157,11 @@ def _drive(result: ArmLoad, server: Any, base: str, model: str, prompts: list[li
     measure_from, stop_at = start + args.warmup_s, start + args.warmup_s + args.duration_s
     result.measured_from_s = args.warmup_s
     sent = [0]
+    dead = threading.Event()  # the server stopped answering /health: the clients stop instead of hammering it
 
     def client(index: int) -> None:
         n = 0
-        while time.monotonic() < stop_at:
+        while time.monotonic() < stop_at and not dead.is_set():
             with lock:
                 sent[0] += 1
                 order = sent[0]
@@ -188,9 +191,13 @@ def _drive(result: ArmLoad, server: Any, base: str, model: str, prompts: list[li
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(args.clients)]
     for t in threads:
         t.start()
-    last_print = start
+    last_print, silent = start, 0
     while any(t.is_alive() for t in threads):
         now = time.monotonic()
+        silent = 0 if health(base, timeout=10) == 200 else silent + 1
+        if silent >= 3 and not dead.is_set():
+            dead.set()
+            print(f"  [{result.arm}] the server stopped answering /health: load stopped", file=sys.stderr, flush=True)
         engine, front = _engine_rss(server)
         result.rss_mib.append((now - start, engine))
         result.front_end_rss_mib.append((now - start, front))
