@@ -79,3 +79,13 @@ def test_bad_settings_stop_before_any_server(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="duration"):
         load.run(_args(duration_s=0, out=tmp_path))
     assert not list(tmp_path.iterdir())
+
+
+def test_an_arm_slower_than_the_run_is_reported_from_its_warm_up_requests() -> None:
+    slow = load.ArmLoad("smc", [], warmup_latencies_s=[250.0, 260.0, 270.0], warmup_failed=1)
+    slow.alive_after = True
+    summary = slow.summary()
+    assert summary["ok"] == 0 and summary["failed"] == 1 and summary["warmup_ok"] == 3
+    assert summary["warmup_p50_latency_s"] == 260.0
+    text = load.report([slow], _args(), "specplug bench load")
+    assert "no request sent after warm-up finished" in text and "| 3, 260.0 |" in text
