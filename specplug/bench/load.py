@@ -62,7 +62,6 @@ class ArmLoad:
     front_end_rss_mib: list[tuple[float, float]] = field(default_factory=list)
     measured_from_s: float = 0.0
     warmup_latencies_s: list[float] = field(default_factory=list)  # requests sent during warm-up that succeeded
-    warmup_failed: int = 0
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies_s)
@@ -70,7 +69,7 @@ class ArmLoad:
         return {
             "arm": self.arm,
             "ok": self.ok,
-            "failed": sum(self.failed.values()) + self.warmup_failed,
+            "failed": sum(self.failed.values()),
             "warmup_ok": len(self.warmup_latencies_s),
             "warmup_p50_latency_s": _quantile(sorted(self.warmup_latencies_s), 0.5),
             "failed_by_kind": self.failed,
@@ -152,10 +151,10 @@ def run_arm_load(arm: Arm, model: str, prompts: list[list[int]], args: argparse.
 
 
 def _drive(result: ArmLoad, server: Any, base: str, model: str, prompts: list[list[int]], args) -> None:
+    """`clients` threads send requests back to back for warm-up + duration; only requests started after warm-up
+    count for speed, every request counts for failures, and every started request is waited for."""
     from specplug.bench.openai_server import health
 
-    """`clients` threads send requests back to back for warm-up + duration; only requests started after warm-up
-    count, and every started request is waited for."""
     lock = threading.Lock()
     start = time.monotonic()
     measure_from, stop_at = start + args.warmup_s, start + args.warmup_s + args.duration_s
@@ -183,13 +182,9 @@ def _drive(result: ArmLoad, server: Any, base: str, model: str, prompts: list[li
             with lock:
                 # Every request counts for failures; only those sent after warm-up for speed (a warm-up request
                 # still in flight at the end is waited for and its latency kept apart: `warmup_latencies_s`).
-                if t0 < measure_from:
-                    if outcome == "200":
-                        result.warmup_latencies_s.append(t1 - t0)
-                    else:
-                        result.warmup_failed += 1
-                    continue
-                if outcome == "200":
+                if outcome == "200" and t0 < measure_from:
+                    result.warmup_latencies_s.append(t1 - t0)
+                elif outcome == "200":
                     result.ok += 1
                     result.latencies_s.append(t1 - t0)
                     result.completion_tokens += int(answer.get("usage", {}).get("completion_tokens", 0))

@@ -82,7 +82,7 @@ def test_bad_settings_stop_before_any_server(tmp_path: Path) -> None:
 
 
 def test_an_arm_slower_than_the_run_is_reported_from_its_warm_up_requests() -> None:
-    slow = load.ArmLoad("smc", [], warmup_latencies_s=[250.0, 260.0, 270.0], warmup_failed=1)
+    slow = load.ArmLoad("smc", [], warmup_latencies_s=[250.0, 260.0, 270.0], failed={"500": 1})
     slow.alive_after = True
     summary = slow.summary()
     assert summary["ok"] == 0 and summary["failed"] == 1 and summary["warmup_ok"] == 3

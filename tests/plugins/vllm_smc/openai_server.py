@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import urllib.error
 import urllib.request
 
-from specplug.bench.openai_server import free_port, running_server
+from specplug.bench.openai_server import free_port, health, running_server
 
 __all__ = ["assert_refused_and_alive", "bad_requests", "free_port", "refusals", "running_server"]
 
 
 def _send(url: str, data: bytes) -> int:
-    import urllib.error
-
     request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=120) as reply:
@@ -53,9 +52,7 @@ def refusals(base: str, model: str) -> dict[str, tuple[int, int]]:
     """name -> (the server's status for that bad request, /health's status right after it)."""
     found = {}
     for name, path, body in bad_requests(model):
-        status = _send(base + path, body)
-        with urllib.request.urlopen(base + "/health", timeout=30) as reply:
-            found[name] = (status, reply.status)
+        found[name] = (_send(base + path, body), health(base, timeout=30))
     return found
 
 
