@@ -16,6 +16,7 @@ touches another's.
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -58,14 +59,13 @@ class TokenRecycling:
 
     def observe_committed(self, tokens: Sequence[int]) -> None:
         """Greedy output tokens: each token's successor becomes its predecessor's top-1 candidate."""
-        if len(tokens) < 2:
-            return
-        seq = np.asarray(tokens, dtype=np.int64)
-        prev, nxt = _last_per_row(seq[:-1], seq[1:])
-        keep = (prev < self.vocab_size) & (prev >= 0)
-        for token, successor in zip(prev[keep].tolist(), nxt[keep].tolist(), strict=True):
-            slot = self._slot(token)  # first: a new row may grow `_table`
-            self._table[slot, 0] = successor
+        # A plain loop, in sequence order (a later transition overwrites an earlier one): engines hand over a few
+        # tokens per step, where numpy's per-call overhead (np.unique) cost more than the updates themselves.
+        for token, successor in itertools.pairwise(tokens):
+            token = int(token)
+            if 0 <= token < self.vocab_size:
+                slot = self._slot(token)  # first: a new row may grow `_table`
+                self._table[slot, 0] = int(successor)
 
     def put(self, token: int, candidates: Sequence[int]) -> None:
         """Set `token`'s candidates, best first (at most `top_k` kept)."""

@@ -17,6 +17,11 @@ still learns, and still branches drafted trees (`draft_tree`).
 Tenants (`core.host`: a deployment-controlled name, the anonymous tenant, or a name a client only claims): every
 structure that learns from outputs (the retrieval memory, token recycling) is per tenant and bounded per tenant; at
 most `memory_max_tenants` tenants, a new one refused (its requests share nothing) when that many are established.
+`constrained_min_confidence`: when the engine enforces the answer's JSON schema (vLLM's structured outputs), the
+forced tokens are certain and a chain may alternate forced spans and retrieved tails deep into the call; it ends
+where the estimated probability (suffix trees' path probabilities, multiplied across tails) that every retrieved
+token in it is right falls below this value, since every drafted position is verified and grammar-masked (0: no cap).
+
 `trust_claimed_tenant` is the operator's opt-in to let client-claimed names (OpenAI `user`, `vllm_xargs`) share a
 memory: untrusted, since any client can claim any name.
 """
@@ -59,6 +64,7 @@ class ToolSpecConfig:
     suffix_max_tree_depth: int = 24  # vLLM's suffix_decoding_max_tree_depth
     suffix_max_spec_factor: float = 1.0  # draft at most this × the match length (vLLM's default)
     suffix_min_token_prob: float = 0.1  # stop where a token's estimated probability falls below (vLLM's default)
+    constrained_min_confidence: float = 0.1  # engine-constrained answers: a chain ends where all its guesses' odds do
 
     def __post_init__(self) -> None:
         check_integer("num_speculative_tokens", self.num_speculative_tokens, 1, 256, method=METHOD)
@@ -83,6 +89,7 @@ class ToolSpecConfig:
         check_integer("suffix_max_tree_depth", self.suffix_max_tree_depth, 1, 1024, method=METHOD)
         _check_number("suffix_max_spec_factor", self.suffix_max_spec_factor, 0.0, 1024.0, low_open=True)
         _check_number("suffix_min_token_prob", self.suffix_min_token_prob, 0.0, 1.0)
+        _check_number("constrained_min_confidence", self.constrained_min_confidence, 0.0, 1.0)
         resolve_retrieval(self.retrieval)  # an unknown mode, or "suffix" without the package, fails here
 
     @property

@@ -46,6 +46,8 @@ from specplug.core.toolspec.memory import InvocationMemoryBank
 from specplug.core.toolspec.retrieval import SuffixDraft, SuffixParams, SuffixTrees, own_match
 from specplug.core.types import PAD_TOKEN, DraftBatch, RequestContext
 
+Retrieved = tuple[list[int], str, "list[float] | None"]  # (tokens, source, cumulative probabilities or None)
+
 
 @dataclass
 class _Request:
@@ -158,7 +160,7 @@ class ToolSpecDrafter:
         """A chain of at most `budget` tokens to follow `token_ids` (the request's prompt and answer so far)."""
         request = self._update(request_id, token_ids)
         budget = self.config.num_speculative_tokens if budget is None else budget
-        return self._chain(request, list(token_ids), budget) if budget > 0 else []
+        return self._chain(request, token_ids, budget) if budget > 0 else []
 
     def draft_tree(
         self, request_id: str, token_ids: Sequence[int], budget: int | None = None
@@ -351,22 +353,37 @@ class ToolSpecDrafter:
             self.bank.extend_request(request.tenant, key, request.output[: request.fed])
         return key
 
-    def _chain(self, request: _Request, context: list[int], budget: int) -> list[int]:
+    def _chain(self, request: _Request, context: Sequence[int], budget: int) -> list[int]:
         tracker, draft, pushed = request.tracker, [], 0
         retrieve = True  # at the chain's start and after forced tokens
         recycle = self.config.recycling_max_tokens
+        # Under an engine-enforced constraint forced tokens are certain, so a chain may run forced span, retrieved
+        # tail, forced span, ... deep into the JSON; every retrieved tail is a guess, and a step verifies (and, under
+        # vLLM's structured outputs, masks) every drafted position. The chain ends where the estimated probability
+        # that all of its guesses are right falls under `constrained_min_confidence`.
+        floor = self.config.constrained_min_confidence if tracker is not None and tracker.constrained else 0.0
+        confidence = 1.0
+        # Suffix trees match the last `depth` tokens: a long context is not copied at every draft step.
+        context = list(context[-request.own.params.depth :] if request.own is not None else context)
         try:
             while len(draft) < budget:
                 room = budget - len(draft)
-                step, source = self._next(request, context + draft, room, retrieve, recycle > 0)
-                if tracker is not None and step:
-                    legal = tracker.push(step)
-                    pushed += legal
-                    step = step[:legal]
+                step, source, probs = self._next(request, context + draft, room, retrieve, recycle > 0)
                 if not step:
                     break
+                capped = False
+                if floor and probs:
+                    keep = next((i for i, p in enumerate(probs[: len(step)]) if confidence * p < floor), len(step))
+                    capped = keep < len(step)
+                    if keep == 0:
+                        break
+                    step, confidence = step[:keep], confidence * probs[keep - 1]
+                if tracker is not None:
+                    pushed += tracker.push(step, checked=True)  # `_next` returns schema-legal tokens only
                 draft.extend(step)
                 self.drafted[source] += len(step)
+                if capped:
+                    break
                 retrieve = source == "schema"
                 recycle -= len(step) if source == "recycling" else 0
         finally:
@@ -376,29 +393,31 @@ class ToolSpecDrafter:
 
     def _next(
         self, request: _Request, sequence: list[int], room: int, retrieve: bool, recycle: bool
-    ) -> tuple[list[int], str]:
-        """The next draft tokens and their source (an empty list when no source has any)."""
+    ) -> tuple[list[int], str, list[float] | None]:
+        """The next draft tokens (all of them schema-legal), their source (an empty list when no source has any) and,
+        for suffix retrieval, the estimated probability that they are right up to each token."""
         tracker = request.tracker
         if tracker is not None:
             forced = tracker.forced()[:room]
             if forced:
-                return forced, "schema"
+                return forced, "schema", None
         if self.config.use_retrieval and retrieve:
-            for tokens, source in self._retrieved(request, sequence, room):
-                if tokens and (tracker is None or tracker.legal_prefix(tokens)):
-                    return tokens, source
+            for tokens, source, probs in self._retrieved(request, sequence, room):
+                legal = len(tokens) if tracker is None else tracker.legal_prefix(tokens)
+                if legal:
+                    return tokens[:legal], source, probs
         recycling = self._drafting_table(request) if recycle else None
         if recycling is not None and sequence:
             options = recycling.candidates(sequence[-1])
             if tracker is not None:
                 options = tracker.allowed(options)
             if options:
-                return options[:1], "recycling"
-        return [], ""
+                return options[:1], "recycling", None
+        return [], "", None
 
-    def _retrieved(self, request: _Request, sequence: list[int], room: int) -> list[tuple[list[int], str]]:
+    def _retrieved(self, request: _Request, sequence: list[int], room: int) -> list[Retrieved]:
         """Retrieved continuations of `sequence`, best first, each with its source ("context": the request's own
-        prompt and answer, "memory": the tenant's earlier answers)."""
+        prompt and answer, "memory": the tenant's earlier answers) and its probabilities (suffix trees only)."""
         if request.own is not None:
             return self._suffix_drafts(request, sequence, room)
         factor = self.config.suffix_max_spec_factor  # the match-length cap of suffix decoding, on the n-gram index
@@ -406,9 +425,9 @@ class ToolSpecDrafter:
         at_least = found[0][0] if found else self.config.match_min
         matched, own = own_match(sequence, at_least, self.config.match_max, room)
         memory = found[0][1][: _cap(found[0][0], factor)] if found else []
-        return [(own[: _cap(matched, factor)], "context"), (memory, "memory")]  # the longest wins, own on a tie
+        return [(own[: _cap(matched, factor)], "context", None), (memory, "memory", None)]  # own wins a tie
 
-    def _suffix_drafts(self, request: _Request, sequence: list[int], room: int) -> list[tuple[list[int], str]]:
+    def _suffix_drafts(self, request: _Request, sequence: list[int], room: int) -> list[Retrieved]:
         """vLLM's suffix draft over the request's own tree and its tenant's global tree (the own tree on a tie, as
         SuffixDecodingCache decides), then the own tree's draft alone."""
         assert request.own is not None
@@ -418,8 +437,8 @@ class ToolSpecDrafter:
         if key is not None:
             both = self.bank.speculate(request.tenant, key, sequence, room)
         if both is None or both.score <= own.score:  # the tenant's trees chose the request's own tree
-            return [(own.tokens, "context")]
-        return [(both.tokens, "memory"), (own.tokens, "context")]
+            return [(own.tokens, "context", own.probs)]
+        return [(both.tokens, "memory", both.probs), (own.tokens, "context", own.probs)]
 
     def _forced_prefix(self, request: _Request, chain: list[int]) -> int:
         """How many leading tokens of `chain` the schema forces (where a tree may not branch)."""

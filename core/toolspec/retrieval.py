@@ -69,6 +69,7 @@ class SuffixDraft:
     tokens: list[int]
     score: float
     match_len: int
+    probs: list[float] | None = None  # estimated probability that the draft is right up to each token (cumulative)
 
 
 class SuffixTrees:
@@ -119,7 +120,7 @@ class SuffixTrees:
         draft: Any = self.cache.speculate(
             key, pattern, max_spec_tokens=max_tokens, max_spec_factor=p.factor, min_token_prob=p.min_prob
         )
-        return SuffixDraft(list(draft.token_ids), float(draft.score), int(draft.match_len))
+        return SuffixDraft(list(draft.token_ids), float(draft.score), int(draft.match_len), list(draft.probs))
 
     def _key(self) -> int:
         key, self._next_key = self._next_key, self._next_key + 1

@@ -121,3 +121,31 @@ def test_drafter_drafts_forced_spans_and_only_legal_text(smollm2_tokenizer, k) -
         check.advance(answer[:cut])
         chain = drafter.draft("r", prompt + answer[:cut])
         assert check.legal_prefix(chain) == len(chain), (cut, tok.decode(chain))
+
+
+def _drafter_that_remembers(tok, floor: float, cities: list[str]) -> ToolSpecDrafter:
+    config = ToolSpecConfig(tool_format="hermes", retrieval="suffix", constrained_min_confidence=floor)
+    drafter = ToolSpecDrafter(config, tok)
+    for i, city in enumerate(cities):  # earlier answers of the tenant: the same call, a different city each time
+        drafter.start_request(f"old{i}", [1, 2, 3], tools=constraint_tools(REQUIRED), tenant="t")
+        answer = tok.encode(ANSWER.replace("Paris", city), add_special_tokens=False)
+        drafter.finish_request(f"old{i}", output_ids=answer)
+    return drafter
+
+
+def test_constrained_chain_ends_where_its_guesses_get_unlikely(smollm2_tokenizer) -> None:
+    """Four remembered answers differ only in the city: after the forced span up to the city the suffix trees' best
+    guess has probability 1/4, so with a floor of 0.3 the chain ends at the forced span; without a floor it goes on
+    guessing (and a floor never changes what is drafted before the cut)."""
+    tok = smollm2_tokenizer
+    cities = ["Paris", "Oslo", "Rome", "Lima"]
+    prefix = tok.encode('[{"name": "get_weather", "parameters": {"city": "', add_special_tokens=False)
+    chains = {}
+    for floor in (0.0, 0.3):
+        drafter = _drafter_that_remembers(tok, floor, cities)
+        drafter.start_request("r", [1, 2, 3], tools=constraint_tools(REQUIRED), tenant="t")
+        chains[floor] = drafter.draft("r", [1, 2, 3, *prefix[:-1]])  # up to `"city":`; the rest is forced or guessed
+    capped, free = chains[0.3], chains[0.0]
+    assert free[: len(capped)] == capped and len(free) > len(capped)
+    assert tok.decode(capped).strip() == '"'  # the forced opening quote of the city, and no guess after it
+    assert any(city in tok.decode(free) for city in cities)

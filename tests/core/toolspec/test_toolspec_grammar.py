@@ -138,3 +138,15 @@ def test_format_detection_from_chat_templates() -> None:
     assert detect_format("{{ '<tool_call>\\n' + tool_call | tojson + '\\n</tool_call>' }}").name == "hermes-nl"
     assert detect_format("<|python_tag|>").name == "llama3"
     assert detect_format(None).name == "hermes"
+
+
+@pytest.mark.parametrize("fmt_name", [name for name, fmt in FORMATS.items() if fmt.tagged])
+def test_free_text_shortcut_forces_what_the_matcher_forces(any_tokenizer, fmt_name) -> None:
+    """Between calls `forced()` answers from `is_accepting()` without asking for forced tokens; at every position of
+    an answer with prose around two calls it must equal llguidance's own `compute_ff_tokens`."""
+    fmt = FORMATS[fmt_name]
+    shortcuts = 0
+    for _, _, forced, tracker in _walk(any_tokenizer, fmt):
+        assert forced == list(tracker._matcher.compute_ff_tokens())
+        shortcuts += tracker._matcher.is_accepting()
+    assert shortcuts >= 5  # the prose before, between and after the calls took the shortcut
