@@ -21,6 +21,10 @@ most `memory_max_tenants` tenants, a new one refused (its requests share nothing
 forced tokens are certain and a chain may alternate forced spans and retrieved tails deep into the call; it ends
 where the estimated probability (suffix trees' path probabilities, multiplied across tails) that every retrieved
 token in it is right falls below this value, since every drafted position is verified and grammar-masked (0: no cap).
+`constrained_layout`: how the drafter expects such JSON to be spaced. "dumps" forces `json.dumps` spacing (`[{"name":
+"` in one span) until the answer departs from it, then follows any whitespace; "any" follows any whitespace from
+the start (forces less, wastes nothing on a model that spaces otherwise: SmolLM2 writes `[\n{\n"name": …`);
+"auto" starts a tenant's answers as "dumps" and switches that tenant to "any" once one of its answers departed.
 
 `trust_claimed_tenant` is the operator's opt-in to let client-claimed names (OpenAI `user`, `vllm_xargs`) share a
 memory: untrusted, since any client can claim any name.
@@ -38,6 +42,7 @@ from specplug.core.persist import DataFileError, check_interval, check_save_path
 from specplug.core.toolspec.retrieval import SuffixParams, resolve_retrieval
 
 METHOD = "toolspec"
+LAYOUTS = ("auto", "dumps", "any")  # constrained_layout values
 FORMATS = ("auto", "hermes", "hermes-nl", "json", "llama3")
 
 
@@ -65,6 +70,7 @@ class ToolSpecConfig:
     suffix_max_spec_factor: float = 1.0  # draft at most this × the match length (vLLM's default)
     suffix_min_token_prob: float = 0.1  # stop where a token's estimated probability falls below (vLLM's default)
     constrained_min_confidence: float = 0.1  # engine-constrained answers: a chain ends where all its guesses' odds do
+    constrained_layout: str = "auto"  # "dumps", "any" whitespace, or "auto": "any" once a tenant's answer left "dumps"
 
     def __post_init__(self) -> None:
         check_integer("num_speculative_tokens", self.num_speculative_tokens, 1, 256, method=METHOD)
@@ -90,6 +96,9 @@ class ToolSpecConfig:
         _check_number("suffix_max_spec_factor", self.suffix_max_spec_factor, 0.0, 1024.0, low_open=True)
         _check_number("suffix_min_token_prob", self.suffix_min_token_prob, 0.0, 1.0)
         _check_number("constrained_min_confidence", self.constrained_min_confidence, 0.0, 1.0)
+        if self.constrained_layout not in LAYOUTS:
+            allowed = f"one of {', '.join(LAYOUTS)}"
+            raise ConfigError("constrained_layout", self.constrained_layout, allowed, method=METHOD)
         resolve_retrieval(self.retrieval)  # an unknown mode, or "suffix" without the package, fails here
 
     @property

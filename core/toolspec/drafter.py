@@ -74,6 +74,7 @@ class ToolSpecDrafter:
         self.bank = bank if bank is not None else load_bank(config)
         self.bank.use_suffix(self.suffix)
         self._recycling: dict[str, TokenRecycling] = {}  # per admitted tenant (at most memory_max_tenants)
+        self._any_layout_tenants: set[str] = set()  # tenants whose constrained answers left json.dumps spacing
         self.drafted: Counter[str] = Counter()  # draft tokens per source
         self.private_requests = 0  # requests that shared nothing (anonymous, claimed or refused tenants)
         self._requests: dict[str, _Request] = {}
@@ -91,13 +92,15 @@ class ToolSpecDrafter:
         tenant: str = "default",
     ) -> None:
         """Begin a request. Bad `tools` raise ConfigError here, before any draft is made."""
+        tenant = str(tenant)
+        shared = self._may_share(tenant)
         tracker = None
         if self.config.use_schema:
             vocab = vocabulary(self.tokenizer)
             grammar = self._grammar(tools, vocab.special_tokens)
-            tracker = CallTracker(vocab, grammar, self.format, self._decode)
-        tenant = str(tenant)
-        shared = self._may_share(tenant)
+            layout = self.config.constrained_layout
+            any_layout = layout == "any" or (layout == "auto" and shared and tenant in self._any_layout_tenants)
+            tracker = CallTracker(vocab, grammar, self.format, self._decode, any_layout=any_layout)
         with self._lock:
             recycling = None
             if self.config.use_recycling:
@@ -209,6 +212,10 @@ class ToolSpecDrafter:
             request = self._requests.pop(request_id, None)
         if request is None:
             return
+        tracker = request.tracker
+        departed = tracker is not None and tracker.constrained and tracker.any_layout
+        if departed and request.shared and self.bank.admissible(request.tenant):  # admitted only: bounded
+            self._any_layout_tenants.add(request.tenant)
         keep = remember and request.shared and self.config.use_retrieval and bool(request.output)
         slot = request.slot if request.slot is not None and request.slot[0] is self.bank else None
         if keep:

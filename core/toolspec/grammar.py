@@ -290,10 +290,19 @@ class CallTracker:
     until the call's closing text appears, after which the matcher starts again on the text that follows.
     """
 
-    def __init__(self, vocab: Vocabulary, grammar: str, fmt: ToolCallFormat, decode: Any) -> None:
+    def __init__(
+        self, vocab: Vocabulary, grammar: str, fmt: ToolCallFormat, decode: Any, *, any_layout: bool = False
+    ) -> None:
+        """`any_layout`: follow a constraint under any whitespace from the start (for a model known not to space
+        its JSON as `json.dumps` does; the assumed layout would only force tokens it then rejects)."""
         self._vocab, self._grammar, self._fmt, self._decode = vocab, grammar, fmt, decode
-        self._matcher = self._compile(grammar)
         self._relaxed = relaxed_grammar(grammar)  # a constraint's any-whitespace form, tried once the layout breaks
+        self._any_first = any_layout and self._relaxed is not None
+        self.any_layout = self._any_first  # following the constraint under any whitespace
+        if self._any_first:
+            self._matcher, self._relaxed = self._compile(self._relaxed), None
+        else:
+            self._matcher = self._compile(grammar)
         self.constrained = grammar.startswith(_CONSTRAINT_HEAD)  # the whole answer is the engine-enforced JSON
         self._fed = 0  # committed output tokens seen
         self._off_from: int | None = None  # output index where the model left the schema
@@ -330,8 +339,9 @@ class CallTracker:
         self._rearm()
 
     def _restart(self) -> None:
-        if self._relaxed is None and relaxed_grammar(self._grammar) is not None:  # back to the assumed layout
+        if self.any_layout and not self._any_first:  # back to the assumed layout
             self._matcher, self._relaxed = self._compile(self._grammar), relaxed_grammar(self._grammar)
+            self.any_layout = False
         self._matcher.reset()
         self._fed, self._off_from, self._output = 0, None, []
 
@@ -340,6 +350,7 @@ class CallTracker:
         if self._relaxed is None:
             return False
         self._matcher, self._relaxed = self._compile(self._relaxed), None
+        self.any_layout = True
         if self._matcher.try_consume_tokens(self._output) != len(self._output):
             return False
         self._off_from = None

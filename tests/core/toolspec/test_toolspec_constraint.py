@@ -149,3 +149,35 @@ def test_constrained_chain_ends_where_its_guesses_get_unlikely(smollm2_tokenizer
     assert free[: len(capped)] == capped and len(free) > len(capped)
     assert tok.decode(capped).strip() == '"'  # the forced opening quote of the city, and no guess after it
     assert any(city in tok.decode(free) for city in cities)
+
+
+def test_a_tenant_whose_model_spaces_json_otherwise_stops_getting_dumps_spacing_forced(smollm2_tokenizer) -> None:
+    """SmolLM2 writes constrained calls as `[\\n{\\n"name": …`. "auto": a tenant's first answer starts under
+    json.dumps spacing (and forces `[{"name": "`, which that model rejects); once an answer of the tenant departed
+    from it, the tenant's next requests follow any whitespace (forcing nothing at the start, where a newline may
+    come). Other tenants keep the assumed layout; "dumps" never switches; "any" starts there."""
+    tok = smollm2_tokenizer
+    spaced = tok.encode(
+        '[\n{\n"name": "get_weather",\n"parameters": {\n"city": "Paris"\n}\n}\n]', add_special_tokens=False
+    )
+
+    def first_draft(drafter: ToolSpecDrafter, rid: str, tenant: str) -> str:
+        drafter.start_request(rid, [1, 2, 3], tools=constraint_tools(REQUIRED), tenant=tenant)
+        return tok.decode(drafter.draft(rid, [1, 2, 3]))
+
+    auto = ToolSpecDrafter(ToolSpecConfig(tool_format="hermes", use_retrieval=False), tok)
+    assert first_draft(auto, "a1", "alice").startswith('[{"name": "')
+    auto.finish_request("a1", output_ids=spaced)
+    assert first_draft(auto, "a2", "alice") == "["  # then whitespace or `{`: a choice, nothing more forced
+    assert first_draft(auto, "b1", "bob").startswith('[{"name": "')  # learned per tenant
+    auto.start_request("a3", [1, 2, 3], tools=constraint_tools(REQUIRED), tenant="alice")
+    for cut in range(1, len(spaced)):  # the any-whitespace tracker follows the spaced answer to its end
+        assert auto.draft("a3", [1, 2, 3, *spaced[:cut]]) is not None
+    assert auto._requests["a3"].tracker.on_schema
+
+    dumps = ToolSpecDrafter(ToolSpecConfig(tool_format="hermes", use_retrieval=False, constrained_layout="dumps"), tok)
+    first_draft(dumps, "a1", "alice")
+    dumps.finish_request("a1", output_ids=spaced)
+    assert first_draft(dumps, "a2", "alice").startswith('[{"name": "')
+    anywhere = ToolSpecDrafter(ToolSpecConfig(tool_format="hermes", use_retrieval=False, constrained_layout="any"), tok)
+    assert first_draft(anywhere, "a1", "alice") == "["
