@@ -123,7 +123,8 @@ class PluginInfo:
 
 @runtime_checkable
 class Proposer(Protocol):
-    """Drafts tokens for a batch of sequences. `contexts` are the committed token ids per row."""
+    """Drafts tokens for a batch of sequences. `contexts` are the committed token ids per row: lists, or numpy rows
+    of the engine's token buffer (valid during the call only) for a proposer whose class sets `accepts_arrays`."""
 
     def propose(self, contexts: Sequence[Sequence[int]], **kwargs: Any) -> DraftBatch: ...
 

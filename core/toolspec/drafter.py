@@ -66,6 +66,7 @@ class _Request:
 
 class ToolSpecDrafter:
     name = "toolspec"
+    accepts_arrays = True  # contexts may be numpy rows (an engine's token buffer): only the needed tail is copied
 
     def __init__(self, config: ToolSpecConfig, tokenizer: Any, *, bank: InvocationMemoryBank | None = None) -> None:
         self.config = config
@@ -314,8 +315,8 @@ class ToolSpecDrafter:
         request = self._requests.get(request_id)
         if request is None:
             raise KeyError(f"toolspec: request {request_id!r} was not started (start_request first)")
-        output = list(token_ids[len(request.prompt) :])
-        fresh = token_ids[max(len(request.prompt) + len(request.output) - 1, 0) :]  # the prompt's last token first
+        output = _ints(token_ids[len(request.prompt) :])
+        fresh = _ints(token_ids[max(len(request.prompt) + len(request.output) - 1, 0) :])  # the prompt's last first
         table = self._learning_table(request) if len(fresh) >= 2 else None  # committed transitions since last time
         if table is not None:
             table.observe_committed(fresh)
@@ -373,7 +374,7 @@ class ToolSpecDrafter:
         floor = self.config.constrained_min_confidence if tracker is not None and tracker.constrained else 0.0
         confidence = 1.0
         # Suffix trees match the last `depth` tokens: a long context is not copied at every draft step.
-        context = list(context[-request.own.params.depth :] if request.own is not None else context)
+        context = _ints(context[-request.own.params.depth :] if request.own is not None else context)
         try:
             while len(draft) < budget:
                 room = budget - len(draft)
@@ -520,6 +521,11 @@ def load_bank(config: ToolSpecConfig) -> InvocationMemoryBank:
         max_tenants=config.memory_max_tenants,
         suffix=config.suffix_params,
     )
+
+
+def _ints(tokens: Sequence[int]) -> list[int]:
+    """Python ints of a token list or numpy row (copied: an engine's buffer changes under us next step)."""
+    return tokens.tolist() if isinstance(tokens, np.ndarray) else list(tokens)
 
 
 def _cap(matched: int, factor: float) -> int:

@@ -69,6 +69,9 @@ class SpecplugProposer:
         drafts: list[list[int]] = [[] for _ in sampled_token_ids]
         rows, contexts, ids, budgets = [], [], [], []
         k = self.session.facts.get("num_speculative_tokens") or 0
+        # A proposer that takes numpy rows gets views of vLLM's token buffer (valid during this call only) instead
+        # of a list copy of every context at every step (~60 us for 3k tokens).
+        views = getattr(self.session.proposer, "accepts_arrays", False)
         for row, sampled in enumerate(sampled_token_ids):
             rid = req_ids[row] if row < len(req_ids) else None
             length = int(num_tokens_no_spec[row])
@@ -76,7 +79,7 @@ class SpecplugProposer:
             if not sampled or rid is None or budget <= 0 or rid in self.failed_requests:
                 continue  # partial prefill, no request, no room, or a request whose drafting failed
             rows.append(row)
-            contexts.append(token_ids_cpu[row, :length].tolist())
+            contexts.append(token_ids_cpu[row, :length] if views else token_ids_cpu[row, :length].tolist())
             ids.append(rid)
             budgets.append(budget)
         if rows:

@@ -146,3 +146,27 @@ def test_selected_through_the_plugin_hooks(smollm2_tokenizer) -> None:
     assert isinstance(pm.hook.specplug_make_memory(kind="invocation", config={}, session=None), InvocationMemoryBank)
     with pytest.raises(ConfigError, match="tokenizer"):
         pm.hook.specplug_make_proposer(method="toolspec", config={}, session=None)
+
+
+@pytest.mark.parametrize("retrieval", ["suffix", "lookup"])
+def test_numpy_rows_of_an_engine_buffer_draft_as_lists_do(smollm2_tokenizer, retrieval) -> None:
+    """vLLM's slot hands a proposer with `accepts_arrays` views of its token buffer, which it overwrites next step:
+    the drafts equal those from list contexts, and what the drafter keeps (the answer it remembers) is a copy."""
+    import numpy as np
+
+    tok = smollm2_tokenizer
+    prompt, answer = _encode(tok, "Weather in Paris?"), _encode(tok, ANSWER)
+    by_list, by_rows = _drafter(tok, retrieval=retrieval), _drafter(tok, retrieval=retrieval)
+    assert ToolSpecDrafter.accepts_arrays
+    buffer = np.zeros(len(prompt) + len(answer) + 8, dtype=np.int32)
+    for drafter in (by_list, by_rows):
+        drafter.start_request("a", prompt, tools=TOOLS, tenant="t")
+    for i in range(len(answer) + 1):
+        context = prompt + answer[:i]
+        buffer[: len(context)] = context
+        expected, got = by_list.draft("a", context), by_rows.draft("a", buffer[: len(context)])
+        assert got == expected and all(type(t) is int for t in got)
+    buffer[:] = 7  # the engine reuses its buffer
+    for drafter in (by_list, by_rows):
+        drafter.finish_request("a")
+    assert by_rows.bank.to_data() == by_list.bank.to_data() and by_list.bank.tenants() == ["t"]
