@@ -8,9 +8,10 @@ csd[:proposer=ngram|draft_model:…:lam=6:tau=0.01:memory=FILE:namespace=default
                         over the n-gram or draft-model proposer (their keys apply); no memory file = a cold memory
                         that learns online; `namespace` picks one memory of a file that holds several; lam=auto
                         takes λ and τ from a memory calibrated with `specplug csd calibrate --min-agreement`
-toolspec[:k=24:memory=FILE:format=auto:schema=1:retrieval=1:recycling=1]  ToolSpec drafts (schema-forced tokens,
-                        retrieval, token recycling; 0 switches a source off); memory = a warm retrieval memory file
-                        (`specplug toolspec remember`), none = cold. Each request's tools come from the dataset.
+toolspec[:k=24:memory=FILE:format=auto:schema=1:retrieval=1:recycling=1:tokens=N]  ToolSpec drafts (schema-forced
+                        tokens, retrieval, token recycling; 0 switches a source off); memory = a warm retrieval memory
+                        file (`specplug toolspec remember`), none = cold; tokens = memory_tokens_per_tenant (0: its
+                        default). Each request's tools come from the dataset.
 suffix[:k=24:depth=24:factor=1.0:prob=0.1]  vLLM's built-in suffix decoding (ArcticInference's suffix trees over the
                         prompt and earlier outputs; needs `bash scripts/install-suffix.sh`): k drafts at most, tree
                         depth, max spec factor, min token probability
@@ -44,7 +45,7 @@ ARM_KINDS: dict[str, dict[str, Any]] = {
         "memory": "",
         "namespace": "default",
     },
-    "toolspec": {"k": 24, "memory": "", "format": "auto", "schema": 1, "retrieval": 1, "recycling": 1},
+    "toolspec": {"k": 24, "memory": "", "format": "auto", "schema": 1, "retrieval": 1, "recycling": 1, "tokens": 0},
     "suffix": {"k": 24, "depth": 24, "factor": 1.0, "prob": 0.1},
     "smc": {"n": 4, "k": 3, "model": "smollm2-135m", "layers": 20, "dt": 0.7, "threshold": 0.5},
     "spec": {"method": None},  # free-form: every other key is passed through to the engine's speculative config
@@ -176,6 +177,7 @@ def toolspec_settings(arm: Arm) -> dict[str, Any]:
         "tool_format": o["format"],
         "memory_path": o["memory"] or None,
         **flags,
+        **({"memory_tokens_per_tenant": o["tokens"]} if o["tokens"] else {}),
     }
 
 

@@ -27,9 +27,14 @@ def test_toolspec_arms_parse_and_become_vllm_flags() -> None:
     assert speculative_config(arm) == {"model": "specplug.ToolSpec", "num_speculative_tokens": 6}
     extra = additional_config(arm)["specplug"]
     assert extra["method"] == "toolspec" and extra["memory_path"] == "m.json" and "num_speculative_tokens" not in extra
+    assert "memory_tokens_per_tenant" not in extra  # tokens=0: the config's default
+    capped = additional_config(parse_arm("toolspec:tokens=4000"))["specplug"]
+    assert capped["memory_tokens_per_tenant"] == 4000
 
 
-@pytest.mark.parametrize("spec", ["toolspec:k=0", "toolspec:format=xml", "toolspec:schema=2", "toolspec:width=3"])
+@pytest.mark.parametrize(
+    "spec", ["toolspec:k=0", "toolspec:format=xml", "toolspec:schema=2", "toolspec:width=3", "toolspec:tokens=-5"]
+)
 def test_bad_toolspec_arms_fail_before_any_engine_starts(spec: str) -> None:
     with pytest.raises(ConfigError):
         parse_arm(spec)
