@@ -237,11 +237,12 @@ class ToolSpecDrafter:
         self.bank.save(path)
 
     def reset_memory(self) -> None:
-        """Back to the memory the drafter started with (its `memory_path`, or empty), recycling table cleared:
-        what a benchmark does after warm-up so a cold arm is really cold."""
+        """Back to the memory the drafter started with (its `memory_path`, or empty), recycling tables and learned
+        JSON layouts cleared: what a benchmark does after warm-up so a cold arm is really cold."""
         self.bank = load_bank(self.config)
         with self._lock:
             self._recycling.clear()
+            self._any_layout_tenants.clear()
         self.drafted.clear()
 
     # -- Proposer protocol (reference runner) --------------------------------------------------------------
