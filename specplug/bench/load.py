@@ -292,6 +292,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("clients", "num_prompts", "max_tokens"):
         if getattr(args, name) < 1:
             raise ConfigError(name.replace("_", "-"), getattr(args, name), "an integer >= 1")
+    if args.tenants < 0:
+        raise ConfigError("tenants", args.tenants, "an integer >= 0 (0: anonymous requests)")
     if args.duration_s <= 0 or args.warmup_s < 0:
         raise ConfigError("duration-s", args.duration_s, "> 0 (and --warmup-s >= 0)")
     arms = parse_arms(args.arms)

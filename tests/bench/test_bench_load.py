@@ -79,6 +79,8 @@ def test_bad_settings_stop_before_any_server(tmp_path: Path) -> None:
         load.run(_args(clients=0, out=tmp_path))
     with pytest.raises(ConfigError, match="duration"):
         load.run(_args(duration_s=0, out=tmp_path))
+    with pytest.raises(ConfigError, match="tenants"):
+        load.run(_args(tenants=-1, out=tmp_path))
     assert not list(tmp_path.iterdir())
 
 
