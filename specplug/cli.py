@@ -6,6 +6,7 @@
     smc      settings
     csd      settings | calibrate
     toolspec settings | remember
+    draft    distill | list
 
 Every verb is a pair of functions, `add_arguments(parser)` and `run(args) -> exit code`; a `ConfigError` from a
 verb is its user's mistake: one line on stderr and exit code 2. The commands of earlier releases still run, as
@@ -62,11 +63,13 @@ def _build_parser() -> argparse.ArgumentParser:
 
     from specplug import assets_cli, doctor, methods_cli
     from specplug.bench import cli as bench_cli
+    from specplug.draft import cli as draft_cli
 
     doctor.add_parser(sub)
     assets_cli.add_parser(sub)
     bench_cli.add_parser(sub)
     methods_cli.add_parsers(sub)
+    draft_cli.add_parser(sub)
     return parser
 
 

@@ -241,15 +241,22 @@ def _check_plain_config(config_json: Path) -> None:
 
 
 def resolve_model(name_or_path: str | os.PathLike[str], *, fetcher: Fetcher | None = None) -> Path:
-    """A checkpoint directory for a known model name (pulled if needed) or an existing local directory."""
+    """A checkpoint directory for a known model name (pulled if needed), a distilled draft's name (`specplug draft
+    distill`) or an existing local directory."""
+    from specplug.draft.store import find_draft
+
     text = os.fspath(name_or_path)
     if text in MODELS:
         return pull_model(text, fetcher=fetcher)
+    draft = find_draft(text)
+    if draft is not None:
+        return draft
     path = Path(text).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise AssetError(f"{path} is a directory but not a model checkpoint (no config.json)")
         return path
     raise UnknownAssetError(
-        f"{text!r} is neither a known model ({', '.join(sorted(MODELS))}) nor an existing checkpoint directory"
+        f"{text!r} is neither a known model ({', '.join(sorted(MODELS))}), a distilled draft (specplug draft list) "
+        "nor an existing checkpoint directory"
     )
