@@ -88,6 +88,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--note", help="a line for the report, e.g. what else shared the machine")
     p.add_argument(
+        "--temperature",
+        type=float,
+        help="0 = greedy; > 0 samples with one seed per prompt (1000 + index), the same in every arm; smc arms need "
+        "it > 0; sampled runs are judged by target log-prob and distinct bigrams beside ar "
+        f"(default {d['temperature']})",
+    )
+    p.add_argument(
         "--constrain",
         choices=CONSTRAINTS,
         help="tool calls under vLLM's structured outputs, as its OpenAI server constrains them: `required` "
@@ -140,6 +147,12 @@ def run(args: argparse.Namespace) -> int:
     at_least(1, rounds=s.rounds, max_tokens=s.max_tokens)
     if s.constrain not in CONSTRAINTS:
         raise ConfigError("constrain", s.constrain, ", ".join(CONSTRAINTS))
+    if not s.temperature >= 0:
+        raise ConfigError("temperature", s.temperature, ">= 0 (0 = greedy)")
+    if s.temperature == 0 and (smc := next((a for a in arms if a.kind == "smc"), None)):
+        raise ConfigError(
+            "arm", smc.label, "--temperature > 0 (SMC-SD samples the target's law; it has no greedy mode)"
+        )
     if s.constrain != "none" and s.engine != "vllm":
         raise ConfigError("constrain", s.constrain, "none with --engine reference (structured outputs are vLLM's)")
     if s.engine in ("sglang", "trtllm"):
@@ -235,7 +248,17 @@ def _run_dataset(s, dataset: str, arms: list[Arm], concurrencies, model_path, wo
             print(f"[specplug bench]   {status} in {time.perf_counter() - began:.0f}s", file=sys.stderr)
         rounds.append(runs)
     results = write_dataset(
-        s, dataset, arms, rounds, model_path, workload, out, concurrencies, began_run=began_run, echo=True
+        s,
+        dataset,
+        arms,
+        rounds,
+        model_path,
+        workload,
+        out,
+        concurrencies,
+        began_run=began_run,
+        temperature=s.temperature,
+        echo=True,
     )
     return 1 if any("error" in r for r in results["records"]) else 0
 
@@ -398,5 +421,14 @@ def _run_arm(s, arm, model_path, workload, concurrencies) -> list[ArmRun]:
         from specplug.bench import reference_engine as engine
     constraint = None if s.constrain == "none" else s.constrain
     return engine.run_arm(
-        ArmJob(arm, model_path, workload, concurrencies, s.max_tokens, s.arm_timeout, constraint=constraint)
+        ArmJob(
+            arm,
+            model_path,
+            workload,
+            concurrencies,
+            s.max_tokens,
+            s.arm_timeout,
+            constraint=constraint,
+            temperature=s.temperature,
+        )
     )

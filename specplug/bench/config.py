@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "arm_timeout": 1800.0,
     "note": None,
     "constrain": "none",
+    "temperature": 0.0,
 }
 # Keys whose value may be a list in a file; it is joined with commas, the flag's own syntax.
 LIST_KEYS = ("dataset", "arms", "concurrency")
@@ -55,6 +56,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "arm_timeout": (int, float),
     "note": (str,),
     "constrain": (str,),
+    "temperature": (int, float),
 }
 ALLOWED_KEYS = (*DEFAULTS, "datasets")
 

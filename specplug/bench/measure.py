@@ -42,6 +42,7 @@ class ArmJob:
     passes: list[Pass] | None = None  # a suite: several workloads on one engine (then `workload` is unused)
     engine_settings: dict | None = None  # a suite's shared engine arguments (else the engine's defaults)
     constraint: str | None = None  # tool calls under structured outputs ("required" / "named"), every arm alike
+    temperature: float = 0.0  # 0 = greedy; else sampled with one seed per prompt (a suite's passes carry their own)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The reference engine for `specplug bench`: the core's transformers runner, in this process.
 
-Batches of `concurrency` prompts run together (static batching); useful to compare methods on a real model
+Batches of `concurrency` prompts run together (static batching; sampled runs seed each batch with 1000 + its first
+prompt's index); useful to compare methods on a real model
 without an engine, and the oracle for exact-match checks. Speed figures here are not an engine's speed.
 """
 
@@ -10,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from specplug.bench.arms import Arm, csd_settings, proposer_arm, toolspec_settings
+from specplug.bench.arms import Arm, csd_settings, proposer_arm, smc_settings, toolspec_settings
 from specplug.bench.measure import ArmJob, ArmRun, RequestRecord
 from specplug.core.host import MethodSession
 from specplug.core.types import RequestContext
@@ -73,6 +74,8 @@ def run_arm(job: ArmJob) -> list[ArmRun]:
 
     arm, workload, max_tokens = job.arm, job.workload, job.max_tokens
     target = load_causal_lm(job.model_path)
+    if arm.kind == "smc":
+        return run_smc_arm(job, target)
     runner = ReferenceRunner(target, eos_token_ids=workload.eos_token_ids)
     proposer = make_proposer(arm, target, job.model_path)
     session = open_session(arm, job.model_path, proposer)
@@ -90,7 +93,15 @@ def run_arm(job: ArmJob) -> list[ArmRun]:
         for first in tqdm(starts, desc=f"  {arm.label} c={conc}", unit="batch", file=sys.stderr, leave=False):
             batch = workload.prompts[first : first + conc]
             rows = requests(f"c{conc}-{first}", batch, workload.tools[first : first + conc])
-            got = runner.generate(batch, max_tokens, proposer=proposer, session=session, requests=rows)
+            got = runner.generate(
+                batch,
+                max_tokens,
+                proposer=proposer,
+                session=session,
+                requests=rows,
+                temperature=job.temperature,
+                seed=1000 + first,
+            )
             for i, tokens in enumerate(got.tokens):
                 records.append(RequestRecord(first + i, tokens, got.first_token_s[i], got.finish_s[i], got.forwards[i]))
             drafts += len(got.stats.accepted_per_step)
@@ -116,6 +127,58 @@ def run_arm(job: ArmJob) -> list[ArmRun]:
     if job.save_memory is not None:
         write_memory(session, job.save_memory)
     return runs
+
+
+def run_smc_arm(job: ArmJob, target) -> list[ArmRun]:
+    """An smc arm: the core's SMC-SD sampler over the core's transformers runner (N particles per request as rows
+    of one batch, the N·(γ+1) positions of a cycle in one target forward), `concurrency` requests at a time."""
+    from tqdm import tqdm
+
+    from specplug.core.smc import SMCConfig
+    from specplug.reference.smc_runner import SMCReferenceRunner
+
+    arm, workload = job.arm, job.workload
+    o = arm.options
+    runner = SMCReferenceRunner(
+        target,
+        _smc_draft(o["model"], o["layers"], job.model_path),
+        SMCConfig.from_mapping(smc_settings(arm) | {"gamma": o["k"], "target_temperature": job.temperature}),
+        eos_token_ids=workload.eos_token_ids,
+    )
+    runner.generate(workload.warmup, min(job.max_tokens, 8))
+    runs = []
+    for conc in job.concurrencies:
+        records: list[RequestRecord] = []
+        cycles = committed = 0
+        start = time.perf_counter()
+        for first in tqdm(
+            range(0, len(workload.prompts), conc),
+            desc=f"  {arm.label} c={conc}",
+            unit="batch",
+            file=sys.stderr,
+            leave=False,
+        ):
+            batch = workload.prompts[first : first + conc]
+            got = runner.generate(batch, job.max_tokens, seed=1000 + first)
+            for i, tokens in enumerate(got.tokens):
+                records.append(
+                    RequestRecord(first + i, tokens, got.first_token_s[i], got.finish_s[i], got.stats.target_forwards)
+                )
+            cycles += got.stats.cycles
+            committed += sum(sum(step) for step in got.stats.committed)
+        wall = time.perf_counter() - start
+        # every particle row verifies γ drafts and commits all of them (the bonus is the +1): SMC's commit rate
+        drafted = committed - cycles * o["n"] if cycles else 0
+        runs.append(ArmRun(arm.label, conc, records, wall, cycles, drafted, drafted))
+    return runs
+
+
+def _smc_draft(model: str, layers: int, target_path: Path):
+    from specplug.assets import resolve_model
+    from specplug.reference.models import load_causal_lm
+
+    source = target_path if model == "target" else resolve_model(model)
+    return load_causal_lm(source, num_layers=layers or None)
 
 
 def _drafted(session: MethodSession | None) -> dict | None:

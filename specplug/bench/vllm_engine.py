@@ -155,7 +155,7 @@ def run_arm(job: ArmJob) -> list[ArmRun]:
     else:
         from specplug.bench.measure import Pass
 
-        passes = [Pass("", job.workload, job.max_tokens, job.concurrencies, constraint=job.constraint)]
+        passes = [Pass("", job.workload, job.max_tokens, job.concurrencies, job.temperature, constraint=job.constraint)]
         longest = max(len(p) for p in job.workload.prompts + job.workload.warmup)
         args = engine_args(max(job.concurrencies), max_model_len=longest + job.max_tokens + 16)
     spec = speculative_config(arm)
