@@ -17,6 +17,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from specplug.core.config import with_draft_length
 from specplug.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -167,16 +168,9 @@ def claimed_tenant(name: Any) -> str:
 
 
 def draft_budget(given: Mapping[str, Any], session: MethodSession | None, key: str, method: str) -> dict[str, Any]:
-    """`given` with the host's draft length (`facts["num_speculative_tokens"]`) as `key`; a user value for `key`
-    that disagrees with the engine's is refused (the engine drafts what its own flag says)."""
-    merged = dict(given)
+    """`given` with the host's draft length (`facts["num_speculative_tokens"]`) as `key` (`with_draft_length`)."""
     k = (session.facts if session is not None else {}).get("num_speculative_tokens")
-    if k is not None:
-        if key in merged and merged[key] != k:
-            allowed = f"omitted, or equal to the engine's num_speculative_tokens ({k})"
-            raise ConfigError(key, merged[key], allowed, method=method)
-        merged[key] = k
-    return merged
+    return with_draft_length(given, key, k, method=method)
 
 
 class EngineProposer:

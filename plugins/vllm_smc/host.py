@@ -14,7 +14,7 @@ import atexit
 import contextlib
 import contextvars
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from specplug.core.errors import ConfigError
@@ -269,13 +269,24 @@ def request_context(request_id: str, prompt_token_ids: Any, params: Any) -> Requ
 def close(runner: Any) -> None:
     """Orderly end of a runner's session: requests it still holds (vLLM announces a finish only with the next step,
     so the last ones of an idle engine are still here) leave first, then the close hooks persist memories."""
-    from specplug.plugins.vllm_smc.runner_hooks import announce_finished
-
     session = session_of(runner)
     if session is None or session.closed:
         return
     announce_finished(runner, session, list(runner.requests))
     session.close()
+
+
+def announce_finished(runner: Any, session: Any, request_ids: Sequence[str]) -> None:
+    """Requests vLLM is about to drop from the runner leave through the session (their state is still there)."""
+    for rid in request_ids:
+        state = runner.requests.get(rid)
+        if state is None:
+            continue
+        output = list(state.output_token_ids)
+        session.request_finished(rid, len(output), "finished", output_token_ids=output)
+    forget = getattr(getattr(runner, "drafter", None), "forget", None)
+    if callable(forget):
+        forget(request_ids)
 
 
 def session_of(runner: Any) -> MethodSession | None:

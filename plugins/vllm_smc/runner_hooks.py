@@ -91,7 +91,7 @@ def install() -> None:
         session = host.session_of(self)
         if session is None:
             return original_update(self, scheduler_output, *args, **kwargs)
-        announce_finished(self, session, scheduler_output.finished_req_ids)
+        host.announce_finished(self, session, scheduler_output.finished_req_ids)
         known = set(self.requests)
         result = original_update(self, scheduler_output, *args, **kwargs)
         for new in scheduler_output.scheduled_new_reqs:
@@ -275,19 +275,6 @@ def _in_loop(loop: Any) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
-
-
-def announce_finished(runner: Any, session: Any, request_ids: Sequence[str]) -> None:
-    """Requests vLLM is about to drop from the runner leave through the session (their state is still there)."""
-    for rid in request_ids:
-        state = runner.requests.get(rid)
-        if state is None:
-            continue
-        output = list(state.output_token_ids)
-        session.request_finished(rid, len(output), "finished", output_token_ids=output)
-    forget = getattr(getattr(runner, "drafter", None), "forget", None)
-    if callable(forget):
-        forget(request_ids)
 
 
 def with_request_tools(params: Any, tools: Sequence[Any], user: str | None) -> None:

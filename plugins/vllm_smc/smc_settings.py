@@ -65,11 +65,10 @@ def check_scheduler(vllm_config: Any) -> None:
         name = "vLLM's default"
     else:
         name = chosen if isinstance(chosen, str) else f"{chosen.__module__}.{chosen.__qualname__}"
-    if name != SCHEDULER_CLS:
-        from specplug.plugins.vllm_smc.smc_scheduler import SMCScheduler  # lazy: the scheduler imports this module
-
-        if isinstance(chosen, type) and issubclass(chosen, SMCScheduler):
-            return
+    # A subclass of ours is ours too; compared by qualified name so this module never imports the scheduler
+    # (which imports this module).
+    lineage = [f"{c.__module__}.{c.__qualname__}" for c in chosen.__mro__] if isinstance(chosen, type) else [name]
+    if SCHEDULER_CLS not in lineage:
         raise ConfigError("scheduler_cls", name, f"{SCHEDULER_CLS} (--scheduler-cls)", method=METHOD)
 
 

@@ -231,11 +231,20 @@ def _run_dataset(s, dataset: str, arms: list[Arm], concurrencies, model_path, wo
     step = 0
     began_run = time.perf_counter()
     rounds: list[dict[tuple[str, int], ArmRun]] = []
+    from specplug.bench.suite import unavailable_exit, unavailable_reason
+
+    missing = {a.label: r for a in arms if (r := unavailable_reason(a, s.engine))}
     for rnd in range(s.rounds):
         order = arms if rnd % 2 == 0 else list(reversed(arms))
         runs: dict[tuple[str, int], ArmRun] = {}
         for arm in order:
             step += 1
+            if arm.label in missing:  # not installed here: reported with its fix, the other arms still run
+                print(
+                    f"[specplug bench] ({step}/{total}) arm {arm.label} unavailable: {missing[arm.label]}",
+                    file=sys.stderr,
+                )
+                continue
             print(f"[specplug bench] ({step}/{total}) round {rnd} arm {arm.label} on {s.engine} ...", file=sys.stderr)
             began = time.perf_counter()
             try:
@@ -259,8 +268,9 @@ def _run_dataset(s, dataset: str, arms: list[Arm], concurrencies, model_path, wo
         began_run=began_run,
         temperature=s.temperature,
         echo=True,
+        unavailable=missing,
     )
-    return 1 if any("error" in r for r in results["records"]) else 0
+    return unavailable_exit(missing) or (1 if any("error" in r for r in results["records"]) else 0)
 
 
 def write_dataset(

@@ -126,6 +126,8 @@ def run_arm(job: ArmJob) -> list[ArmRun]:
         )
     if job.save_memory is not None:
         write_memory(session, job.save_memory)
+    if session is not None:  # as an engine host ends: held requests leave, close hooks persist (save_path)
+        session.close()
     return runs
 
 

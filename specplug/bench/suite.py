@@ -117,9 +117,15 @@ def preset(name: str) -> tuple[SuiteWorkload, ...]:
     return PRESETS[name]
 
 
-def unavailable_reason(arm: Arm) -> str | None:
-    """Why an arm cannot run on this installation (one line naming the fix), or None."""
+VLLM_ONLY_KINDS = ("suffix", "spec")  # vLLM built-ins the reference runner has no counterpart of
+
+
+def unavailable_reason(arm: Arm, engine: str = "vllm") -> str | None:
+    """Why an arm cannot run on this installation and engine (one line naming the fix), or None."""
     from specplug.bench.cli import MEMORY_FILES
+
+    if engine == "reference" and arm.kind in VLLM_ONLY_KINDS:
+        return f"{arm.kind} is vLLM's own speculative method; run it with --engine vllm"
 
     memory = arm.options.get("memory") if arm.kind in MEMORY_FILES else None
     if memory and not Path(memory).is_file():
@@ -247,7 +253,15 @@ def run_suite(s, name: str) -> int:
     print(report)
     print(f"[specplug bench] wrote {out / 'report.md'}", file=sys.stderr)
     failed = any("error" in r for res in results.values() for r in res["records"])
-    return 1 if failed else 0
+    return unavailable_exit(missing) or (1 if failed else 0)
+
+
+def unavailable_exit(missing: dict[str, str]) -> int:
+    """Exit code 2 when an arm could not run on this installation (the rest ran and was written), with one line
+    per such arm naming its fix; 0 when every arm was available."""
+    for label, reason in missing.items():
+        print(f"[specplug bench] not run: arm {label}: {reason}", file=sys.stderr)
+    return 2 if missing else 0
 
 
 def _override(w: SuiteWorkload, s) -> SuiteWorkload:

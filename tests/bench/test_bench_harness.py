@@ -129,3 +129,16 @@ def test_accuracy_is_none_and_na_without_gold(harness, stand_in, tmp_path) -> No
     report = (tmp_path / "out" / "report.md").read_text()
     assert "Accuracy: n/a" in report and report.count("| n/a |") == len(results["records"])
     assert not (tmp_path / "out" / "outputs.jsonl").exists()  # no tokenizer to decode with (stand-in model)
+
+
+def test_an_arm_this_engine_cannot_run_exits_2_and_the_rest_is_written(bench, stand_in, tmp_path: Path, capsys):
+    out = tmp_path / "out"
+    rc = bench(stand_in(), "--engine", "reference", "--arms", "ar,suffix,ngram", "--out", str(out))
+    assert rc == 2
+    assert "not run: arm suffix: suffix is vLLM's own speculative method; run it with --engine vllm" in (
+        capsys.readouterr().err
+    )
+    results = json.loads((out / "results.json").read_text())
+    assert {r["arm"] for r in results["records"]} == {"ar", "ngram"}
+    assert "suffix" in results["unavailable"]
+    assert "Arm `suffix` unavailable" in (out / "report.md").read_text()

@@ -124,8 +124,11 @@ def test_every_concurrency_pass_starts_from_the_arms_own_memory(monkeypatch) -> 
         def reset_memory(self) -> None:
             self.proposer.reset_memory()
 
+        def close(self) -> None:
+            events.append("close")
+
     monkeypatch.setattr(reference_engine, "open_session", lambda *_: Session())
     workload = Workload("d", ["a", "b"], [[1, 2], [3, 4]], [[5]], [0], tools=[None, None], warmup_tools=[None])
     reference_engine.run_arm(ArmJob(parse_arm("toolspec"), Path("."), workload, [1, 2], 4))
-    passes = "".join("R" if e == "reset" else "g" if e == "generate" else "" for e in events)
-    assert passes == "gRggRg"  # warm-up, then a reset before each concurrency pass (2 batches at c=1, 1 at c=2)
+    passes = "".join({"reset": "R", "generate": "g", "close": "C"}.get(e, "") for e in events)
+    assert passes == "gRggRgC"  # warm-up, a reset before each concurrency pass (2 batches at c=1, 1 at c=2), close
