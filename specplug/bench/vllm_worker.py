@@ -375,6 +375,16 @@ def sampled_loop(llm, job: dict) -> dict:
 LOOPS = {"bench": bench_loop, "sampled": sampled_loop}
 
 
+def _loop(name: str):
+    """A loop of this module by name, or another tool's as `module:function` (e.g. the draft distiller's teacher)."""
+    if ":" not in name:
+        return LOOPS[name]
+    import importlib
+
+    module, function = name.split(":", 1)
+    return getattr(importlib.import_module(module), function)
+
+
 def main(job_path: str, result_path: str) -> None:
     began = time.perf_counter()
     job = json.loads(Path(job_path).read_text())
@@ -383,7 +393,7 @@ def main(job_path: str, result_path: str) -> None:
 
     llm = LLM(model=job["model"], **job["engine_args"])
     job["startup_s"] = time.perf_counter() - began  # imports, model load, KV-cache profiling: reported apart
-    result = LOOPS[job["loop"]](llm, job)
+    result = _loop(job["loop"])(llm, job)
     Path(result_path).write_text(json.dumps(result))
 
 

@@ -66,7 +66,7 @@ def test_an_interrupted_run_with_other_settings_is_not_resumed_silently(cache: P
     (work / "settings.json").write_text(json.dumps({"target": str(target), "layers": [0, 1], "epochs": 9}))
     assert main(["draft", "distill", "--target", str(target), "--name", "mine"]) == 2
     line = _one_line(capsys)
-    assert "--restart" in line and "epochs 9 -> 4" in line
+    assert "--restart" in line and "epochs 9 -> 5" in line
     assert json.loads((work / "settings.json").read_text())["epochs"] == 9  # the interrupted run's work is kept
 
 

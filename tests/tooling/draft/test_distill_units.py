@@ -210,3 +210,34 @@ def test_a_draft_is_found_by_name_where_a_model_name_is_expected(tmp_path: Path,
     assert resolve_model("mine") == path
     with pytest.raises(UnknownAssetError, match="distilled draft"):
         resolve_model("not-a-draft")
+
+
+def test_vllm_teacher_answers_make_the_same_shard_layout_as_transformers() -> None:
+    """The vLLM sampler's shard (built from token ids and ranked log-prob pairs) trains exactly like a transformers
+    one: right-padded tokens, answers from `start`, the teacher per answer position, missing top-K entries given
+    zero probability without NaNs in the loss."""
+    from specplug.draft.teacher_vllm import PAD_LOGP, shard_from_answers
+
+    prompts, answers = [[5, 6, 7], [8, 9]], [[10, 2], [11, 12, 13]]
+    top = [
+        [[(10, -0.1), (3, -2.5)], [(2, -0.2), (4, -1.8)]],
+        [[(11, -0.3), (4, -1.4)], [(12, -0.05)], [(13, -0.7), (6, -0.9)]],  # one position has fewer than K
+    ]
+    shard = shard_from_answers(prompts, answers, top, k=2)
+    assert shard.tokens.tolist() == [[5, 6, 7, 10, 2], [8, 9, 11, 12, 13]]
+    assert shard.start.tolist() == [3, 2] and shard.length.tolist() == [5, 5]
+    assert shard.top_ids[1, 1].tolist() == [12, 0] and shard.top_logp[1, 1, 1].item() == PAD_LOGP
+    rows, cols, steps = train.answer_positions(shard)
+    assert cols.tolist() == [2, 3, 1, 2, 3] and steps.tolist() == [0, 1, 0, 1, 2]
+    logq = torch.log_softmax(torch.randn(len(rows), 16), -1)
+    for objective in train.OBJECTIVES:
+        div = train.bucket_divergence(logq, shard.top_ids[rows, steps], shard.top_logp[rows, steps], objective)
+        assert torch.isfinite(div).all()
+
+
+def test_worker_loops_resolve_by_module_path() -> None:
+    from specplug.bench.vllm_worker import _loop
+    from specplug.draft.teacher_vllm import LOOP, teacher_loop
+
+    assert _loop(LOOP) is teacher_loop
+    assert _loop("bench").__name__ == "bench_loop"
