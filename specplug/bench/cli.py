@@ -36,7 +36,7 @@ CONSTRAINTS = ("none", "required", "named")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from specplug.bench import load, overhead, smc_ab, smc_report
+    from specplug.bench import cost_curve, load, overhead, smc_ab, smc_report
     from specplug.cli import add_verb
 
     bench = sub.add_parser("bench", help="A/B comparisons of decoding arms, and per-step cost measurements")
@@ -54,6 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ("smc-ab", smc_ab, "A/B of SMC-SD inside vLLM vs autoregressive and vLLM draft-model SD"),
         ("overhead", overhead, "per-step cost of a method's own work vs vLLM's on the same inputs (needs vLLM)"),
         ("load", load, "many clients for minutes through vLLM's OpenAI server: failures, latency, engine RSS"),
+        ("cost-curve", cost_curve, "what a forward over P new positions costs vs one position (target, draft)"),
     ):
         add_verb(verbs, name, summary_line, module.add_arguments, module.run, module.__doc__)
 
