@@ -211,6 +211,9 @@ def install() -> None:
         InputProcessor, "process_inputs", process_inputs, reason="stamp each request's tenant (cache_salt or operator)"
     )
     PATCHER.patch(LLMEngine, "add_request", add_request, reason="mark the offline engine's requests as the operator's")
+    from specplug.plugins.vllm_smc import cpu_fixes
+
+    cpu_fixes.install(PATCHER)
     PATCHER.verify()
 
 
