@@ -2,8 +2,10 @@
 
 ar                      no speculation
 ngram[:k=4:min=2:max=4] prompt-lookup n-gram drafts (vLLM's built-in `ngram`, or core's on the reference engine)
-draft_model:model=PATH[:k=4:layers=N]  a draft model sharing the tokenizer (`layers` keeps its first N layers;
-                        on vLLM that early-exit draft is written once as a checkpoint)
+draft_model:model=PATH[:k=4:layers=N:sample=greedy]  a draft model sharing the tokenizer (a path, an asset, or a
+                        distilled draft's name: `specplug draft list`); `layers` keeps its first N layers (on vLLM
+                        that early-exit draft is written once as a checkpoint); sample=probabilistic drafts from q at
+                        the request's temperature (vLLM's draft_sample_method) instead of its argmax
 csd[:proposer=ngram|draft_model:…:lam=6:tau=0.01:memory=FILE:namespace=default]  CSD's calibrated verification
                         over the n-gram or draft-model proposer (their keys apply); no memory file = a cold memory
                         that learns online; `namespace` picks one memory of a file that holds several; lam=auto
@@ -32,7 +34,7 @@ from specplug.core.errors import ConfigError
 ARM_KINDS: dict[str, dict[str, Any]] = {
     "ar": {},
     "ngram": {"k": 4, "min": 2, "max": 4},
-    "draft_model": {"model": None, "k": 4, "layers": None},
+    "draft_model": {"model": None, "k": 4, "layers": None, "sample": "greedy"},
     "csd": {
         "proposer": "ngram",
         "k": 6,
@@ -52,6 +54,9 @@ ARM_KINDS: dict[str, dict[str, Any]] = {
 }
 FREE_FORM_KINDS = {"spec"}
 CSD_PROPOSERS = ("ngram", "draft_model")
+# vLLM's draft_sample_method: `greedy` drafts the argmax (q one-hot), `probabilistic` samples q at the request's
+# temperature and verifies with the full draft distribution (what a sampled workload wants).
+DRAFT_SAMPLING = ("greedy", "probabilistic")
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,8 @@ def parse_arm(spec: str) -> Arm:
     if missing:
         raise ConfigError("arm", spec, f"{kind} needs {', '.join(f'{m}=…' for m in missing)}")
     arm = Arm(label=spec.strip(), kind=kind, options=options)
+    if kind == "draft_model" and options["sample"] not in DRAFT_SAMPLING:
+        raise ConfigError("arm", spec, f"draft_model sample= one of {', '.join(DRAFT_SAMPLING)}")
     if kind == "smc":
         from specplug.core.smc.config import SMCConfig
 

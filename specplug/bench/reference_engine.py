@@ -17,7 +17,7 @@ from specplug.core.host import MethodSession
 from specplug.core.types import RequestContext
 
 
-def make_proposer(arm: Arm, target, model_path: Path):
+def make_proposer(arm: Arm, target, model_path: Path, temperature: float = 0.0):
     arm = proposer_arm(arm)
     if arm.kind == "ar":
         return None
@@ -33,7 +33,8 @@ def make_proposer(arm: Arm, target, model_path: Path):
 
         o = arm.options
         source = model_path if o["model"] == "target" else resolve_model(o["model"])
-        return DraftModelProposer(load_causal_lm(source, num_layers=o["layers"]), o["k"])
+        drafting = temperature if o.get("sample", "greedy") == "probabilistic" else 0.0
+        return DraftModelProposer(load_causal_lm(source, num_layers=o["layers"]), o["k"], drafting)
     if arm.kind == "toolspec":
         return None  # the arm's session builds it
     raise ValueError(f"the reference engine has no arm kind {arm.kind}")
@@ -77,7 +78,7 @@ def run_arm(job: ArmJob) -> list[ArmRun]:
     if arm.kind == "smc":
         return run_smc_arm(job, target)
     runner = ReferenceRunner(target, eos_token_ids=workload.eos_token_ids)
-    proposer = make_proposer(arm, target, job.model_path)
+    proposer = make_proposer(arm, target, job.model_path, job.temperature)
     session = open_session(arm, job.model_path, proposer)
     warmup = requests("warmup", workload.warmup, workload.warmup_tools)
     runner.generate(workload.warmup, min(max_tokens, 8), proposer=proposer, session=session, requests=warmup)

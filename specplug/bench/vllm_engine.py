@@ -65,7 +65,10 @@ def speculative_config(arm: Arm) -> dict | None:
             from specplug.reference.models import early_exit_checkpoint
 
             draft = early_exit_checkpoint(draft, int(o["layers"]))
-        return {"method": "draft_model", "model": str(draft), "num_speculative_tokens": o["k"]}
+        spec = {"method": "draft_model", "model": str(draft), "num_speculative_tokens": o["k"]}
+        if o.get("sample", "greedy") != "greedy":
+            spec["draft_sample_method"] = o["sample"]
+        return spec
     if arm.kind == "toolspec":
         return {"model": "specplug.ToolSpec", "num_speculative_tokens": o["k"]}  # vLLM's custom_class proposer
     if arm.kind == "suffix":
