@@ -38,6 +38,7 @@ class SMCCounters:
     steps: int = 0  # engine steps with scheduled work (one target forward each)
     barrier_steps: int = 0  # steps in which some particles waited for a sibling's prefill
     output_tokens: int = 0
+    streamed_tokens: int = 0  # output tokens sent before their request ended (settled: every particle shares them)
 
     @property
     def resample_rate(self) -> float:
@@ -70,6 +71,9 @@ class SMCMetrics:
         self.counters.groups_failed += 1
         if self._prom:
             self._prom["failed"].inc()
+
+    def streamed(self, num_tokens: int) -> None:
+        self.counters.streamed_tokens += num_tokens
 
     def forked(self, prompt_tokens: int) -> None:
         self.counters.forks += 1

@@ -63,6 +63,20 @@ class Group:
     slots: list[Slot]
     blocks: int  # KV blocks reserved for the group (worst case, no sharing)
     started: bool = False
+    streamed: list[int] = field(default_factory=list)  # settled tokens already sent to the user
+
+    def settled(self) -> int:
+        """How many output tokens can no longer change: the common prefix of every particle's lineage (future
+        particles descend from today's, and the output is one of them). Only while every slot holds a live request
+        (a finished particle's lineage lives in the runner), capped at the user's budget."""
+        if any(s.request is None or s.request.is_finished() for s in self.slots):
+            return len(self.streamed)
+        lineages = [s.lineage() for s in self.slots]
+        first, end = lineages[0], min(min(map(len, lineages)), self.tag.max_tokens)
+        settled = len(self.streamed)
+        while settled < end and all(line[settled] == first[settled] for line in lineages[1:]):
+            settled += 1
+        return settled
 
     def requests(self) -> list[Request]:
         return [s.request for s in self.slots if s.request is not None]
@@ -265,7 +279,17 @@ class SMCScheduler(Scheduler):
                     self._spawn(group, slot_index, [])
         if event.ended:
             return self._end(group, tokens=event.tokens or [])
-        return []
+        return self._stream(group)
+
+    def _stream(self, group: Group) -> list[tuple[int, EngineCoreOutput]]:
+        """Send the user the tokens that settled this step (none while the particles disagree from the start)."""
+        settled = group.settled()
+        if settled <= len(group.streamed):
+            return []
+        new = group.slots[0].lineage()[len(group.streamed) : settled]
+        group.streamed.extend(new)
+        self.metrics.streamed(len(new))
+        return [(group.user.client_index, self._partial_output(group.user, new))]
 
     def _end(
         self, group: Group, tokens: list[int] | None = None, error: str | None = None
@@ -279,9 +303,14 @@ class SMCScheduler(Scheduler):
             self.metrics.group_failed()
             return [self._user_output(group.user, [], FinishReason.ERROR, error)]
         tokens = tokens or []
+        sent = len(group.streamed)
+        if tokens[:sent] != group.streamed:  # cannot happen (the chosen particle holds the common prefix): say so
+            log.error("specplug SMC-SD: request %s chose a particle off its streamed prefix", group.tag.group)
+            self.metrics.group_failed()
+            return [self._user_output(group.user, [], FinishReason.ERROR, "internal: streamed prefix not kept")]
         stop = bool(tokens) and tokens[-1] in group.tag.eos_token_ids and len(tokens) <= group.tag.max_tokens
         self.metrics.group_finished(len(tokens))
-        return [self._user_output(group.user, tokens, FinishReason.STOP if stop else FinishReason.LENGTH)]
+        return [self._user_output(group.user, tokens[sent:], FinishReason.STOP if stop else FinishReason.LENGTH)]
 
     @staticmethod
     def _user_output(
@@ -294,6 +323,12 @@ class SMCScheduler(Scheduler):
             finish_reason=reason,
             stop_reason=error,
             trace_headers=request.trace_headers,
+        )
+
+    @staticmethod
+    def _partial_output(request: Request, tokens: list[int]) -> EngineCoreOutput:
+        return EngineCoreOutput(
+            request_id=request.request_id, new_token_ids=tokens, trace_headers=request.trace_headers
         )
 
     def _forget_particles(self) -> None:

@@ -60,6 +60,17 @@ if __name__ == "__main__":
             engine.step()
         left = len(scheduler.requests)
         aborted = {"particles_before": live, "particles_after": left, "groups": len(scheduler.groups)}
+    streamed = None
+    if config.get("stream"):  # delta outputs, as a streaming client gets them: settled tokens arrive before the end
+        from vllm.sampling_params import RequestOutputKind
+        engine = llm.llm_engine
+        for i, prompt in enumerate(config["prompts"][:3]):
+            engine.add_request(f"stream-{i}", prompt, SamplingParams(
+                temperature=1.0, max_tokens=config["max_tokens"], seed=200 + i, output_kind=RequestOutputKind.DELTA))
+        streamed = {}
+        while engine.has_unfinished_requests():
+            for out in engine.step():
+                streamed.setdefault(out.request_id, []).append([list(out.outputs[0].token_ids), out.finished])
     print("RESULT " + json.dumps({
         "tokens": [list(o.outputs[0].token_ids) for o in outs],
         "finish": [o.outputs[0].finish_reason for o in outs],
@@ -70,6 +81,7 @@ if __name__ == "__main__":
         "counters": scheduler.metrics.snapshot(),
         "aborted": aborted,
         "near_limit": near,
+        "streamed": streamed,
     }))
 """
 
@@ -107,10 +119,18 @@ FORKING = {"num_particles": 4, "draft_temperature": 0.3, "resample_threshold": 1
 
 
 def test_forks_continue_the_ancestors_tokens_and_kv_and_free_every_block(tmp_path: Path) -> None:
-    config = {"tp": 1, "smc": FORKING, "prompts": PROMPTS, "max_tokens": 48, "abort": True, "near_limit": True}
+    config = {
+        "tp": 1,
+        "smc": FORKING,
+        "prompts": PROMPTS,
+        "max_tokens": 48,
+        "abort": True,
+        "near_limit": True,
+        "stream": True,
+    }
     result, events = _run(tmp_path, "forks", config)
     counters = result["counters"]
-    assert counters["groups_finished"] == len(PROMPTS) + 1 and counters["groups_failed"] == 0  # + the near-limit one
+    assert counters["groups_finished"] == len(PROMPTS) + 4 and counters["groups_failed"] == 0  # + near-limit, streamed
     assert counters["forks"] >= 10, counters  # T_d = 0.3 against T = 1: most cycles resample
     assert all(e["kind"] != "error" for e in events)
     checked = [pair for e in events for pair in zip(e["fork_logit_gap"], e["fork_context_equal"], strict=True)]
@@ -129,6 +149,16 @@ def test_forks_continue_the_ancestors_tokens_and_kv_and_free_every_block(tmp_pat
     # fewer than γ tokens for its last cycles): 384 − 330 − γ tokens unless it stops at EOS.
     near = result["near_limit"]
     assert near["finish"] == "stop" or (near["finish"] == "length" and near["tokens"] == 384 - 330 - GAMMA), near
+    # Streaming: tokens every particle shares arrive before the request ends, and the pieces add up to the chosen
+    # particle's tokens exactly (nothing sent is ever taken back).
+    streamed = result["streamed"]
+    assert len(streamed) == 3
+    early = 0
+    for rid, pieces in streamed.items():
+        assert [finished for _, finished in pieces][-1] is True
+        assert [t for tokens, _ in pieces for t in tokens] == ends[rid]  # rid: the id the user gave
+        early += sum(len(tokens) for tokens, finished in pieces if not finished)
+    assert early > 0 and counters["streamed_tokens"] >= early  # the counter counts the offline requests' too
     # Every block comes back: vLLM's own lifecycle allocated, shared and freed them.
     assert result["requests_left"] == 0
     assert result["free_after"] == result["free_before"]
