@@ -550,6 +550,21 @@ def speed_plot(workloads, results, arms: dict[str, Arm], out: Path) -> list[str]
                 ys.append(rec["speedup_vs_ar"])
                 notes.append(_bar_note(rec, arms[label].kind, w.temperature))
             bars = ax.bar(xs, ys, width=width * 0.95, label=f"c={conc}")
+            best = _best_builtin_speedup(recs, conc)
+            if best is not None:  # a bar above its concurrency's dotted line beats the best built-in
+                name, ratio = best
+                color = bars.patches[0].get_facecolor() if bars.patches else "black"
+                ax.axhline(ratio, color=color, lw=1.0, ls=":")
+                ax.annotate(
+                    f"best built-in c={conc}: {names.get(name, name)}",
+                    (-0.45, ratio),
+                    ha="left",
+                    va="bottom" if j == 0 else "top",  # c=1's label above its line, the others' below
+                    fontsize=7,
+                    color=color,
+                    zorder=5,
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 0.5},
+                )
             for bar, note in zip(bars, notes, strict=True):
                 ax.annotate(
                     note,
@@ -568,11 +583,24 @@ def speed_plot(workloads, results, arms: dict[str, Arm], out: Path) -> list[str]
         top = max([r.get("speedup_vs_ar") or 0 for r in recs.values()] + [1.0])
         ax.set_ylim(0, top * 1.45)
         ax.legend(fontsize=8, loc="upper left")
-    fig.suptitle("speed vs AR (bars) with quality vs AR (labels); same prompts and settings per panel", fontsize=9)
+    fig.suptitle(
+        "speed ÷ AR (bars; dotted: the best built-in's, so a bar above it beats it) with quality vs AR (labels)",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(out / "speed.png", dpi=110)
     plt.close(fig)
     return ["speed.png"]
+
+
+def _best_builtin_speedup(recs: dict, conc: int) -> tuple[str, float] | None:
+    """(arm, its tok/s ÷ AR) of the built-in the records name as best at this concurrency, if any."""
+    for (_, c), rec in recs.items():
+        name = rec.get("best_builtin_arm") if c == conc else None
+        builtin = recs.get((name, conc)) if name else None
+        if builtin is not None and builtin.get("speedup_vs_ar") is not None:
+            return name, builtin["speedup_vs_ar"]
+    return None
 
 
 def _bar_note(rec: dict, kind: str, temperature: float) -> str:
