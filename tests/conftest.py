@@ -48,3 +48,26 @@ def _engine_marks(request: pytest.FixtureRequest) -> None:
     for engine in ("vllm", "sglang"):
         if request.node.get_closest_marker(engine):
             require_engine(engine)
+
+
+@pytest.fixture
+def tiny_llama():
+    """A factory of tiny random Llama models with a tied head (no assets, seconds on CPU): make(layers, seed)."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    def make(layers: int = 4, seed: int = 0):
+        torch.manual_seed(seed)
+        config = transformers.LlamaConfig(
+            vocab_size=48,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+            max_position_embeddings=128,
+        )
+        return transformers.LlamaForCausalLM(config).eval()
+
+    return make

@@ -6,29 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from specplug.cli import main
 
-transformers = pytest.importorskip("transformers")
 
-
-def _tiny(layers: int):
-    config = transformers.LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
-    return transformers.LlamaForCausalLM(config).eval()
-
-
-def test_cost_curve_times_every_width_for_target_and_draft(monkeypatch, tmp_path: Path) -> None:
+def test_cost_curve_times_every_width_for_target_and_draft(monkeypatch, tmp_path: Path, tiny_llama) -> None:
     monkeypatch.setattr("specplug.assets.resolve_model", lambda name: tmp_path / name)
-    monkeypatch.setattr("specplug.reference.models.load_causal_lm", lambda path: _tiny(4 if path.name == "t" else 1))
+    layers = {"t": 4, "d": 1}
+    monkeypatch.setattr("specplug.reference.models.load_causal_lm", lambda path: tiny_llama(layers[path.name]))
     out = tmp_path / "out"
     argv = ["bench", "cost-curve", "--model", "t", "--draft", "d", "--positions", "1,4,2", "--context", "16"]
     assert main([*argv, "--repeats", "3", "--out", str(out)]) == 0

@@ -15,21 +15,6 @@ from specplug.draft import samples, store, train
 transformers = pytest.importorskip("transformers")
 
 
-def tiny_target(layers: int = 4, seed: int = 0):
-    torch.manual_seed(seed)
-    config = transformers.LlamaConfig(
-        vocab_size=48,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-        max_position_embeddings=128,
-    )
-    return transformers.LlamaForCausalLM(config).eval()
-
-
 def tiny_shards(target, folder: Path, *, n_prompts: int = 12, batch: int = 4) -> list[Path]:
     g = torch.Generator().manual_seed(1)
     prompts = [
@@ -53,8 +38,8 @@ def tiny_shards(target, folder: Path, *, n_prompts: int = 12, batch: int = 4) ->
     )
 
 
-def test_draft_starts_as_the_chosen_target_layers_with_the_head_frozen() -> None:
-    target = tiny_target()
+def test_draft_starts_as_the_chosen_target_layers_with_the_head_frozen(tiny_llama) -> None:
+    target = tiny_llama()
     draft = train.make_draft(target, (0, 3))
     assert draft.config.num_hidden_layers == 2
     t, d = target.state_dict(), draft.state_dict()
@@ -97,8 +82,8 @@ def test_bucket_divergence_with_a_rest_bucket_is_the_divergence_of_the_coarsened
     assert torch.allclose(got, (pb * (pb.log() - qb.log())).sum(-1), atol=1e-5)
 
 
-def test_sampled_shards_hold_answers_after_the_prompt_and_the_targets_law_there(tmp_path: Path) -> None:
-    target = tiny_target()
+def test_sampled_shards_hold_answers_after_the_prompt_and_the_targets_law_there(tiny_llama, tmp_path: Path) -> None:
+    target = tiny_llama()
     paths = tiny_shards(target, tmp_path)
     assert len(paths) == 3 and all(p.is_file() for p in paths)
     shard = samples.load_shard(paths[0])
@@ -123,8 +108,8 @@ def _run(target, shards, folder: Path, *, interrupt_at: int | None = None, epoch
     return draft, train.train(draft, shards, settings, folder, progress)
 
 
-def test_training_lowers_the_heldout_divergence(tmp_path: Path) -> None:
-    target = tiny_target()
+def test_training_lowers_the_heldout_divergence(tiny_llama, tmp_path: Path) -> None:
+    target = tiny_llama()
     shards = tiny_shards(target, tmp_path / "s", n_prompts=16)
     before = train.make_draft(target, (0, 3))
     draft, meta = _run(target, shards[:3], tmp_path / "t", epochs=6)
@@ -134,8 +119,8 @@ def test_training_lowers_the_heldout_divergence(tmp_path: Path) -> None:
     assert figures["after"]["acceptance"] > figures["before"]["acceptance"]
 
 
-def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path: Path) -> None:
-    target = tiny_target()
+def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(tiny_llama, tmp_path: Path) -> None:
+    target = tiny_llama()
     shards = tiny_shards(target, tmp_path / "s")
     whole, _ = _run(target, shards, tmp_path / "a")
     (tmp_path / "b").mkdir()
@@ -148,8 +133,8 @@ def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_p
         assert torch.allclose(a, b, atol=1e-6), name
 
 
-def test_a_damaged_training_state_is_not_resumed(tmp_path: Path) -> None:
-    target = tiny_target()
+def test_a_damaged_training_state_is_not_resumed(tiny_llama, tmp_path: Path) -> None:
+    target = tiny_llama()
     shards = tiny_shards(target, tmp_path / "s")
     (tmp_path / "b").mkdir()
     with pytest.raises(KeyboardInterrupt):
