@@ -130,7 +130,7 @@ def proposer_arm(arm: Arm) -> Arm:
     if arm.kind != "csd":
         return arm
     keys = ARM_KINDS[o["proposer"]]
-    return Arm(label=arm.label, kind=o["proposer"], options={k: o[k] for k in keys})
+    return Arm(label=arm.label, kind=o["proposer"], options={k: o[k] for k in keys if k in o})  # CSD: greedy drafts
 
 
 def csd_settings(arm: Arm) -> dict[str, Any]:
