@@ -24,6 +24,20 @@ if __name__ == "__main__":
 """
 
 
+def probe_prelude(kv_cache_gib: int = 1) -> str:
+    """The first lines of a probe that builds its own engine: the environment (engine core in this process, so the
+    probe can reach the scheduler), vLLM's imports and the job from argv[1] as `job`."""
+    return (
+        "import json, os, sys\n"
+        f'os.environ.update({{"VLLM_USE_V2_MODEL_RUNNER": "0", "VLLM_CPU_KVCACHE_SPACE": "{kv_cache_gib}", '
+        '"TOKENIZERS_PARALLELISM": "false",\n'
+        '                   "VLLM_ENABLE_V1_MULTIPROCESSING": "0"})\n'
+        'if __name__ == "__main__":\n'
+        "    from vllm import LLM, SamplingParams\n"
+        "    job = json.load(open(sys.argv[1]))\n"
+    )
+
+
 def run_probe(tmp_path: Path, script: str, job: dict, timeout: float = 900) -> tuple[int, Any | None, str]:
     """(exit code, the first RESULT payload or None, stdout + stderr) of `script` run on `job`."""
     script_file, job_file = tmp_path / "probe.py", tmp_path / "job.json"

@@ -14,16 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from .probe_runner import run_probe
+from .probe_runner import probe_prelude, run_probe
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
-PROBE = r"""import json, os, sys
-os.environ.update({"VLLM_USE_V2_MODEL_RUNNER": "0", "VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false",
-                   "VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
-if __name__ == "__main__":
-    from vllm import LLM, SamplingParams
-    job = json.load(open(sys.argv[1]))
+PROBE = (
+    probe_prelude(kv_cache_gib=1)
+    + r"""
     llm = LLM(model=job["model"], dtype="float32", enforce_eager=True, max_model_len=512, max_num_seqs=4, seed=0,
               block_size=32, enable_prefix_caching=True, enable_chunked_prefill=True, max_num_batched_tokens=64,
               async_scheduling=False, **job["engine"])
@@ -33,6 +30,7 @@ if __name__ == "__main__":
     print("RESULT " + json.dumps({"cold": list(cold.outputs[0].token_ids), "warm": list(warm.outputs[0].token_ids),
                                   "cached": warm.num_cached_tokens}))
 """
+)
 
 
 def _engines(model: str) -> dict[str, dict]:

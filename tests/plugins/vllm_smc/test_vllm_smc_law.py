@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .probe_runner import run_probe
+from .probe_runner import probe_prelude, run_probe
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
@@ -25,12 +25,9 @@ PROMPT = "The capital of France is"  # a concentrated law: sampling noise in TV 
 SAMPLES = 600
 DRAFT_TEMPERATURE = 2.0
 
-PROBE = r"""import json, os, sys
-os.environ.update({"VLLM_USE_V2_MODEL_RUNNER": "0", "VLLM_CPU_KVCACHE_SPACE": "2", "TOKENIZERS_PARALLELISM": "false",
-                   "VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
-if __name__ == "__main__":
-    from vllm import LLM, SamplingParams
-    job = json.load(open(sys.argv[1]))
+PROBE = (
+    probe_prelude(kv_cache_gib=2)
+    + r"""
     llm = LLM(model=job["model"], dtype="float32", enforce_eager=True, max_model_len=128, max_num_seqs=128, seed=0,
               block_size=32, enable_prefix_caching=True, async_scheduling=False,
               speculative_config={"method": "draft_model", "model": job["model"], "num_speculative_tokens": 2},
@@ -41,6 +38,7 @@ if __name__ == "__main__":
     outs = llm.generate([{"prompt_token_ids": job["prompt"]}] * job["samples"], params, use_tqdm=False)
     print("RESULT " + json.dumps([list(o.outputs[0].token_ids) for o in outs]))
 """
+)
 
 
 def _exact_second_token_law(model: str, prompt: list[int], first_tokens: int = 64) -> dict[int, float]:
