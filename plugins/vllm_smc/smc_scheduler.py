@@ -52,8 +52,13 @@ class Slot:
     spawned: int = 0  # requests this slot has had (the next one's generation)
 
     def lineage(self) -> list[int]:
+        return self.lineage_from(0)
+
+    def lineage_from(self, start: int) -> list[int]:
+        """The lineage's tokens from position `start` on (without copying the part before it)."""
         assert self.request is not None
-        return self.prefix + list(self.request.output_token_ids)
+        outputs = self.request.output_token_ids
+        return self.prefix[start:] + list(outputs[max(0, start - len(self.prefix)) :])
 
 
 @dataclass
@@ -65,18 +70,20 @@ class Group:
     started: bool = False
     streamed: list[int] = field(default_factory=list)  # settled tokens already sent to the user
 
-    def settled(self) -> int:
-        """How many output tokens can no longer change: the common prefix of every particle's lineage (future
-        particles descend from today's, and the output is one of them). Only while every slot holds a live request
-        (a finished particle's lineage lives in the runner), capped at the user's budget."""
+    def newly_settled(self) -> list[int]:
+        """Output tokens past those already streamed that can no longer change: the common prefix of every
+        particle's lineage (future particles descend from today's, and the output is one of them). Only while
+        every slot holds a live request (a finished particle's lineage lives in the runner), capped at the user's
+        budget."""
         if any(s.request is None or s.request.is_finished() for s in self.slots):
-            return len(self.streamed)
-        lineages = [s.lineage() for s in self.slots]
-        first, end = lineages[0], min(min(map(len, lineages)), self.tag.max_tokens)
-        settled = len(self.streamed)
-        while settled < end and all(line[settled] == first[settled] for line in lineages[1:]):
-            settled += 1
-        return settled
+            return []
+        start = len(self.streamed)
+        tails = [s.lineage_from(start) for s in self.slots]
+        first, end = tails[0], min(min(map(len, tails)), self.tag.max_tokens - start)
+        agreed = 0
+        while agreed < end and all(tail[agreed] == first[agreed] for tail in tails[1:]):
+            agreed += 1
+        return first[:agreed]
 
     def requests(self) -> list[Request]:
         return [s.request for s in self.slots if s.request is not None]
@@ -283,10 +290,9 @@ class SMCScheduler(Scheduler):
 
     def _stream(self, group: Group) -> list[tuple[int, EngineCoreOutput]]:
         """Send the user the tokens that settled this step (none while the particles disagree from the start)."""
-        settled = group.settled()
-        if settled <= len(group.streamed):
+        new = group.newly_settled()
+        if not new:
             return []
-        new = group.slots[0].lineage()[len(group.streamed) : settled]
         group.streamed.extend(new)
         self.metrics.streamed(len(new))
         return [(group.user.client_index, self._partial_output(group.user, new))]

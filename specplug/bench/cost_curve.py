@@ -14,7 +14,6 @@ import argparse
 import json
 import shlex
 import sys
-import time
 from pathlib import Path
 
 
@@ -27,28 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("results/cost-curve"), help="writes results.json, report.md")
 
 
-def forward_ms(model, positions: int, context: int, repeats: int) -> float:
-    """Median ms of one forward over `positions` new tokens after a cached `context` (cache rebuilt per repeat)."""
-    import torch
-
-    vocab = model.config.vocab_size
-    generator = torch.Generator().manual_seed(positions)
-    prefix = torch.randint(0, vocab, (1, context), generator=generator)
-    new = torch.randint(0, vocab, (1, positions), generator=generator)
-    times = []
-    with torch.no_grad():
-        for _ in range(repeats + 2):  # two warm-ups
-            cache = model(prefix, use_cache=True).past_key_values
-            began = time.perf_counter()
-            model(new, past_key_values=cache, use_cache=True)
-            times.append(time.perf_counter() - began)
-    kept = sorted(times[2:])
-    return kept[len(kept) // 2] * 1000
-
-
 def run(args: argparse.Namespace) -> int:
     from specplug.assets import resolve_model
     from specplug.bench.config import integers
+    from specplug.bench.timing import forward_ms
     from specplug.core.files import write_atomic
     from specplug.reference.models import load_causal_lm
 

@@ -27,17 +27,24 @@ def make_proposer(arm: Arm, target, model_path: Path, temperature: float = 0.0):
         o = arm.options
         return NgramProposer(o["k"], o["min"], o["max"])
     if arm.kind == "draft_model":
-        from specplug.assets import resolve_model
         from specplug.core.proposers.draft_model import DraftModelProposer
-        from specplug.reference.models import load_causal_lm
 
         o = arm.options
-        source = model_path if o["model"] == "target" else resolve_model(o["model"])
         drafting = temperature if o.get("sample", "greedy") == "probabilistic" else 0.0
-        return DraftModelProposer(load_causal_lm(source, num_layers=o["layers"]), o["k"], drafting)
+        return DraftModelProposer(load_draft(o, model_path), o["k"], drafting)
     if arm.kind == "toolspec":
         return None  # the arm's session builds it
     raise ValueError(f"the reference engine has no arm kind {arm.kind}")
+
+
+def load_draft(options: dict, model_path: Path):
+    """The draft model of a draft_model arm's options (an smc arm's through `proposer_arm`): `model` (target = the
+    target itself), cut to its first `layers` layers (None: all)."""
+    from specplug.assets import resolve_model
+    from specplug.reference.models import load_causal_lm
+
+    source = model_path if options["model"] == "target" else resolve_model(options["model"])
+    return load_causal_lm(source, num_layers=options["layers"])
 
 
 def open_session(arm: Arm, model_path: Path, proposer) -> MethodSession | None:
@@ -144,7 +151,7 @@ def run_smc_arm(job: ArmJob, target) -> list[ArmRun]:
     o = arm.options
     runner = SMCReferenceRunner(
         target,
-        _smc_draft(o["model"], o["layers"], job.model_path),
+        load_draft(proposer_arm(arm).options, job.model_path),
         SMCConfig.from_mapping(smc_settings(arm) | {"gamma": o["k"], "target_temperature": job.temperature}),
         eos_token_ids=workload.eos_token_ids,
     )
@@ -152,7 +159,7 @@ def run_smc_arm(job: ArmJob, target) -> list[ArmRun]:
     runs = []
     for conc in job.concurrencies:
         records: list[RequestRecord] = []
-        cycles = committed = 0
+        rows = accepted = 0  # particle-cycles, and the drafts they committed (all of them: weights, not rejection)
         start = time.perf_counter()
         for first in tqdm(
             range(0, len(workload.prompts), conc),
@@ -167,21 +174,12 @@ def run_smc_arm(job: ArmJob, target) -> list[ArmRun]:
                 records.append(
                     RequestRecord(first + i, tokens, got.first_token_s[i], got.finish_s[i], got.stats.target_forwards)
                 )
-            cycles += got.stats.cycles
-            committed += sum(sum(step) for step in got.stats.committed)
+            for step in got.stats.committed:  # per cycle, the tokens each live particle committed (its bonus +1)
+                rows += len(step)
+                accepted += sum(step) - len(step)
         wall = time.perf_counter() - start
-        # every particle row verifies γ drafts and commits all of them (the bonus is the +1): SMC's commit rate
-        drafted = committed - cycles * o["n"] if cycles else 0
-        runs.append(ArmRun(arm.label, conc, records, wall, cycles, drafted, drafted))
+        runs.append(ArmRun(arm.label, conc, records, wall, rows, accepted, accepted))
     return runs
-
-
-def _smc_draft(model: str, layers: int, target_path: Path):
-    from specplug.assets import resolve_model
-    from specplug.reference.models import load_causal_lm
-
-    source = target_path if model == "target" else resolve_model(model)
-    return load_causal_lm(source, num_layers=layers or None)
 
 
 def _drafted(session: MethodSession | None) -> dict | None:

@@ -1,7 +1,8 @@
 """The one timer of the bench's micro-measurements (`specplug bench overhead`, `specplug bench smc-report`).
 
 `Laps` collects wall-clock laps (`with laps.lap(): ...`) and summarises them in milliseconds; `median_ms` times
-one call repeatedly after a few untimed warm-up calls. Run on a quiet machine: these are CPU wall times.
+one call repeatedly after a few untimed warm-up calls; `forward_ms` times one cached forward of a model (`bench
+cost-curve`, the decode-step cost `draft distill` reports). Run on a quiet machine: these are CPU wall times.
 """
 
 from __future__ import annotations
@@ -50,4 +51,25 @@ def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> float:
     for _ in range(repeats):
         with laps.lap():
             fn()
+    return laps.median_ms
+
+
+def forward_ms(model: Any, positions: int, context: int, repeats: int, warmup: int = 2) -> float:
+    """Median ms of one forward of a causal LM over `positions` new tokens after a cached `context` of random
+    tokens (one request; the cache is rebuilt untimed before each forward, so every lap sees the same context)."""
+    import torch
+
+    vocab = model.config.vocab_size
+    generator = torch.Generator().manual_seed(positions)
+    prefix = torch.randint(0, vocab, (1, context), generator=generator)
+    new = torch.randint(0, vocab, (1, positions), generator=generator)
+    laps = Laps()
+    with torch.no_grad():
+        for n in range(warmup + repeats):
+            cache = model(prefix, use_cache=True).past_key_values
+            if n < warmup:
+                model(new, past_key_values=cache, use_cache=True)
+                continue
+            with laps.lap():
+                model(new, past_key_values=cache, use_cache=True)
     return laps.median_ms

@@ -114,7 +114,7 @@ def _run(
                     state["ttft"] = now - state["t0"]
             if out.finished:
                 submitted.pop(out.request_id)
-                _finished(progress)
+                mark_finished(progress)
                 forwards = state["forwards"]
                 if steps is not None and forwards <= 1 < n:  # tokens delivered at the end: count the steps run
                     forwards = count() - state["step0"]
@@ -220,7 +220,7 @@ def _drafting(llm) -> list[float]:
     return [sum(c) for c in zip(*llm.collective_rpc(_drafting_clock), strict=True)]
 
 
-def _finished(progress: Path | None, count: int = 1) -> None:
+def mark_finished(progress: Path | None, count: int = 1) -> None:
     """The parent shows a progress bar from this file's size: one byte per finished request."""
     if progress is not None:
         with progress.open("ab") as f:
@@ -358,13 +358,13 @@ def sampled_loop(llm, job: dict) -> dict:
 
     warmup = job["warmup"]
     llm.generate([{"prompt_token_ids": p} for p in warmup], [params(i) for i in range(len(warmup))], use_tqdm=False)
-    _finished(progress, len(warmup))
+    mark_finished(progress, len(warmup))
     steps["n"] = 0
     prompts = [{"prompt_token_ids": p} for p in job["prompts"]]
     started = time.perf_counter()
     outs = llm.generate(prompts, [params(1000 + i) for i in range(len(prompts))], use_tqdm=False)
     wall = time.perf_counter() - started
-    _finished(progress, len(prompts))
+    mark_finished(progress, len(prompts))
     result = {"wall_s": wall, "tokens": [list(o.outputs[0].token_ids) for o in outs], "target_forwards": steps["n"]}
     snapshot = getattr(getattr(scheduler, "metrics", None), "snapshot", None)  # SMC-SD's scheduler: resampling, ESS
     if snapshot is not None:

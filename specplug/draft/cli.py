@@ -183,9 +183,10 @@ def distill(args: argparse.Namespace) -> int:
     _check_disk(drafts_dir(), need_mb=weights_mb * 0.5 + 300)  # the draft (embeddings + a few layers) + samples
     args.sampler = _sampler(args.sampler)
     sampling = _settings(args, target_dir, SAMPLING_KEYS)
-    work = _work_dir(name, {**sampling, **_settings(args, target_dir, TRAINING_KEYS)}, args.restart)
+    settings = {**sampling, **_settings(args, target_dir, TRAINING_KEYS)}
+    work = _work_dir(name, settings, args.restart)
     try:
-        report = _distill(args, target_dir, name, work, _samples_dir(sampling))
+        report = _distill(args, target_dir, name, work, _samples_dir(sampling), settings)
     except KeyboardInterrupt:
         _say(f"interrupted: run the same command again to resume (work kept in {work})")
         return 130
@@ -194,7 +195,9 @@ def distill(args: argparse.Namespace) -> int:
     return 0
 
 
-def _distill(args: argparse.Namespace, target_dir: Path, name: str, work: Path, shards: Path) -> dict[str, Any]:
+def _distill(
+    args: argparse.Namespace, target_dir: Path, name: str, work: Path, shards: Path, settings: dict[str, Any]
+) -> dict[str, Any]:
     import torch
     from transformers import AutoTokenizer
 
@@ -235,19 +238,21 @@ def _distill(args: argparse.Namespace, target_dir: Path, name: str, work: Path, 
         )
     draft = train.make_draft(target, args.layers)
     before = copy.deepcopy(draft)
-    settings = train.TrainSettings(objective=args.objective, epochs=args.epochs, lr=args.lr, seed=args.seed)
-    meta = train.train(draft, train_shards, settings, work, _say)
+    training = train.TrainSettings(objective=args.objective, epochs=args.epochs, lr=args.lr, seed=args.seed)
+    meta = train.train(draft, train_shards, training, work, _say)
     _say("held-out figures (target forwards over the held-out answers) ...")
     early_exit = train.make_draft(target, tuple(range(min(20, target.config.num_hidden_layers))))
     figures = train.heldout_figures(
         target, {"distilled": draft, "initialised": before, "target's first 20 layers": early_exit}, heldout_shards
     )
-    target_ms, draft_ms = train.decode_step_ms(target), train.decode_step_ms(draft)
+    from specplug.bench.timing import forward_ms
+
+    target_ms, draft_ms = (forward_ms(m, positions=1, context=256, repeats=24) for m in (target, draft))
     report = {
         "target": str(target_dir),
         "layers": list(args.layers),
         "objective": args.objective,
-        "settings": {**_settings(args, target_dir, SAMPLING_KEYS), **_settings(args, target_dir, TRAINING_KEYS)},
+        "settings": settings,
         "prompts": {
             "train": len(train_prompts),
             "heldout": len(heldout),

@@ -130,15 +130,24 @@ def sample_shard(
         hits = is_end[row].nonzero()
         if len(hits):
             ends[row] = int(hits[0]) + 1  # the end token is learned too
-    tokens = torch.full((len(prompts), width + steps), -1, dtype=torch.long)
-    start = torch.zeros(len(prompts), dtype=torch.long)
-    length = torch.zeros(len(prompts), dtype=torch.long)
-    for row, p in enumerate(prompts):  # right-pad for training: prompt, answer, then -1
-        n = len(p.ids)
-        tokens[row, :n] = torch.tensor(p.ids)
-        tokens[row, n : n + int(ends[row])] = answers[row, : int(ends[row])]
-        start[row], length[row] = n, n + int(ends[row])
+    tokens, start, length = pack_answers(
+        [p.ids for p in prompts], [answers[row, : int(ends[row])].tolist() for row in range(len(prompts))]
+    )
     return Shard(tokens, start, length, top_ids, top_logp)
+
+
+def pack_answers(
+    prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(tokens, start, length) of a shard: each row its prompt then its answer, right-padded with -1."""
+    rows = len(prompts)
+    width = max(len(p) + len(a) for p, a in zip(prompts, answers, strict=True))
+    tokens = torch.full((rows, width), -1, dtype=torch.long)
+    start, length = torch.zeros(rows, dtype=torch.long), torch.zeros(rows, dtype=torch.long)
+    for row, (prompt, answer) in enumerate(zip(prompts, answers, strict=True)):
+        tokens[row, : len(prompt) + len(answer)] = torch.tensor([*prompt, *answer], dtype=torch.long)
+        start[row], length[row] = len(prompt), len(prompt) + len(answer)
+    return tokens, start, length
 
 
 def save_shard(shard: Shard, path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from specplug.draft.samples import Shard, TrainingPrompt, save_shard
+from specplug.draft.samples import Shard, TrainingPrompt, pack_answers, save_shard
 
 LOOP = "specplug.draft.teacher_vllm:teacher_loop"
 PAD_LOGP = -1e4  # a missing top-K entry: zero probability without the NaNs a -inf would bring into the loss
@@ -26,18 +26,12 @@ def shard_from_answers(
     prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]], top: Sequence[Sequence[Sequence[tuple]]], k: int
 ) -> Shard:
     """A shard from sampled answers and, per answer position, the target's (token id, log-prob) pairs, best first."""
-    width = max(len(p) + len(a) for p, a in zip(prompts, answers, strict=True))
+    tokens, start, length = pack_answers(prompts, answers)
     steps = max(1, max(len(a) for a in answers))
-    rows = len(prompts)
-    tokens = torch.full((rows, width), -1, dtype=torch.long)
-    start, length = torch.zeros(rows, dtype=torch.long), torch.zeros(rows, dtype=torch.long)
-    top_ids = torch.zeros((rows, steps, k), dtype=torch.long)
-    top_logp = torch.full((rows, steps, k), PAD_LOGP, dtype=torch.float32)
-    for row, (prompt, answer) in enumerate(zip(prompts, answers, strict=True)):
-        n, m = len(prompt), len(answer)
-        tokens[row, : n + m] = torch.tensor([*prompt, *answer], dtype=torch.long)
-        start[row], length[row] = n, n + m
-        for step, pairs in enumerate(top[row][:m]):
+    top_ids = torch.zeros((len(prompts), steps, k), dtype=torch.long)
+    top_logp = torch.full((len(prompts), steps, k), PAD_LOGP, dtype=torch.float32)
+    for row, answer in enumerate(answers):
+        for step, pairs in enumerate(top[row][: len(answer)]):
             pairs = list(pairs)[:k]
             top_ids[row, step, : len(pairs)] = torch.tensor([t for t, _ in pairs], dtype=torch.long)
             top_logp[row, step, : len(pairs)] = torch.tensor([lp for _, lp in pairs], dtype=torch.float32)
@@ -48,7 +42,7 @@ def teacher_loop(llm: Any, job: dict) -> dict:
     """vLLM worker loop: sample every missing shard's prompts (several shards per `generate` call, for batching)."""
     from vllm import SamplingParams
 
-    from specplug.bench.vllm_worker import _finished
+    from specplug.bench.vllm_worker import mark_finished
 
     progress = Path(job["progress"]) if job.get("progress") else None
     k, per_call = job["top_k"], job["shards_per_call"]
@@ -79,7 +73,7 @@ def teacher_loop(llm: Any, job: dict) -> dict:
                 top.append([_ranked(position, k) for position in out.logprobs or []])
             save_shard(shard_from_answers([p for _, p in prompts], answers, top, k), path)
             tokens += sum(map(len, answers))
-        _finished(progress, len(flat))
+        mark_finished(progress, len(flat))
     return {"answer_tokens": tokens, "shards": len(todo)}
 
 

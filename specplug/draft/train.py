@@ -235,20 +235,3 @@ def heldout_figures(target: Any, drafts: dict[str, Any], shard_paths: Sequence[P
     return {
         name: {k: round(v / max(count, 1), 4) for k, v in f.items()} | {"positions": count} for name, f in sums.items()
     }
-
-
-def decode_step_ms(model: Any, *, context: int = 256, steps: int = 24, seed: int = 0) -> float:
-    """Median wall time of one cached decode step (one position after `context` tokens), in this process."""
-    generator = torch.Generator().manual_seed(seed)
-    vocab = model.config.vocab_size
-    ids = torch.randint(0, vocab, (1, context), generator=generator)
-    times = []
-    with torch.no_grad():
-        cache = model(ids, use_cache=True).past_key_values
-        token = torch.randint(0, vocab, (1, 1), generator=generator)
-        for _ in range(steps):
-            began = time.perf_counter()
-            cache = model(token, past_key_values=cache, use_cache=True).past_key_values
-            times.append(time.perf_counter() - began)
-    times.sort()
-    return times[len(times) // 2] * 1000
