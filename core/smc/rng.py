@@ -68,13 +68,19 @@ def stream_keys(seeds: torch.Tensor, cycles: torch.Tensor, stream: Stream, index
 _TOKEN_HASHES: dict[tuple[int, str], torch.Tensor] = {}
 
 
-def gumbel_argmax(scores: torch.Tensor, keys: torch.Tensor, rows_per_chunk: int = 64) -> torch.Tensor:
+CHUNK_ELEMENTS = 1 << 17  # ~1 MB hash temporaries stay in cache: 2 rows × 49k is 2.7× faster than 64 rows here
+
+
+def gumbel_argmax(
+    scores: torch.Tensor, keys: torch.Tensor, divisor: float = 1.0, rows_per_chunk: int | None = None
+) -> torch.Tensor:
     """Sample index ~ softmax(scores) per row by the Gumbel-max rule, with one keyed uniform per vocabulary entry.
 
     scores [B, V] (unnormalized log-probabilities), keys [B] int64 → int64 [B]. Unlike inverse-CDF sampling, a tiny
     perturbation of the scores (another tensor-parallel size sums in another order) changes the draw only when the
     top two perturbed scores are that close, not whenever the uniform falls among many improbable tokens: ranks of
-    different TP sizes then draw the same tokens from logits that agree to ~1e-5.
+    different TP sizes then draw the same tokens from logits that agree to ~1e-5. `divisor` (a temperature) divides
+    the scores in float64 chunk by chunk, so a caller need not materialize a float64 copy of the whole batch.
     """
     vocab = scores.shape[-1]
     cache_key = (vocab, str(scores.device))
@@ -82,9 +88,13 @@ def gumbel_argmax(scores: torch.Tensor, keys: torch.Tensor, rows_per_chunk: int 
         _TOKEN_HASHES[cache_key] = mix64(torch.arange(vocab, dtype=torch.int64, device=scores.device))
     token_hashes = _TOKEN_HASHES[cache_key]
     out = torch.empty(scores.shape[0], dtype=torch.int64, device=scores.device)
+    rows_per_chunk = rows_per_chunk or max(1, CHUNK_ELEMENTS // vocab)
     for start in range(0, scores.shape[0], rows_per_chunk):
         end = min(start + rows_per_chunk, scores.shape[0])
         bits = mix64(keys[start:end].to(scores.device).unsqueeze(-1) ^ token_hashes)
         u = (_shr(bits, 11).to(torch.float64) + 0.5) * (1.0 / (1 << 53))  # in (0, 1): both logs stay finite
-        out[start:end] = (scores[start:end].double() - torch.log(-torch.log(u))).argmax(dim=-1)
+        chunk = scores[start:end].double()
+        if divisor != 1.0:
+            chunk = chunk / divisor
+        out[start:end] = (chunk - torch.log(-torch.log(u))).argmax(dim=-1)
     return out

@@ -7,7 +7,7 @@ ESS decisions on float32 sums drift.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -87,9 +87,25 @@ class ParticleState:
         """Particle slots `dst` (flat) continue the lineages of `src`: tokens, lengths, finished flags, weights."""
         if dst.numel() == 0:
             return
-        for name in ("tokens", "lengths", "finished", "log_weights", "interval_log_weights"):
+        width = int(self.lengths.max())  # every token past it is PAD_TOKEN in both lineages: nothing to copy
+        tokens = self.tokens[..., :width].flatten(0, 1)
+        tokens[dst] = tokens[src]
+        for name in ("lengths", "finished", "log_weights", "interval_log_weights"):
             flat = getattr(self, name).flatten(0, 1)
             flat[dst] = flat[src]
+
+    def take(self, rows: torch.Tensor) -> ParticleState:
+        """The state of requests `rows` (a copy, or `self` when rows is every request in order)."""
+        if rows.numel() == self.num_requests and bool((rows == torch.arange(rows.numel(), device=rows.device)).all()):
+            return self
+        return ParticleState(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+
+    def put(self, rows: torch.Tensor, sub: ParticleState) -> None:
+        """Write back a state that `take(rows)` returned (and a cycle advanced)."""
+        if sub is self:
+            return
+        for f in fields(self):
+            getattr(self, f.name)[rows] = getattr(sub, f.name)
 
     def particle_tokens(self, request: int, particle: int) -> list[int]:
         return self.tokens[request, particle, : int(self.lengths[request, particle])].tolist()

