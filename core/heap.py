@@ -3,12 +3,16 @@
 Resident memory that grows under load is either live objects (a leak: `in_use` grows) or freed memory that glibc
 keeps in its arenas (fragmentation: `free` grows, `in_use` does not). Serving allocates tensors of many sizes
 every step (logits of batch × positions × vocabulary), which is the pattern that fragments glibc arenas.
-`SPECPLUG_HEAP_TRACE=PATH` makes every engine process append one JSON line per interval to `PATH.<pid>`.
+`SPECPLUG_HEAP_TRACE=PATH` makes every engine process append one JSON line per interval to `PATH.<pid>`
+(`SPECPLUG_HEAP_TRACE_OBJECTS=N`: every N-th line also counts live Python objects by type).
 """
 
 from __future__ import annotations
 
+import collections
 import ctypes
+import gc
+import itertools
 import json
 import logging
 import os
@@ -22,6 +26,7 @@ from xml.etree import ElementTree
 log = logging.getLogger("specplug")
 TRACE_ENV = "SPECPLUG_HEAP_TRACE"
 INTERVAL_ENV = "SPECPLUG_HEAP_TRACE_INTERVAL_S"
+OBJECTS_ENV = "SPECPLUG_HEAP_TRACE_OBJECTS"  # every N-th sample also counts live Python objects by type (slow)
 MIB = 1 << 20
 
 
@@ -88,20 +93,33 @@ def trim() -> bool:
     return bool(_LIBC.malloc_trim(0)) if _LIBC is not None else False
 
 
+def object_counts(top: int = 15) -> dict[str, int]:
+    """The most numerous garbage-collected Python object types (a growing count names a leak's owner)."""
+    counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+    return dict(counts.most_common(top))
+
+
 def start_trace_from_env() -> threading.Thread | None:
     """Start the heap trace thread when `SPECPLUG_HEAP_TRACE` is set (a debugging aid; off by default)."""
     path = os.environ.get(TRACE_ENV)
     if not path:
         return None
     interval = float(os.environ.get(INTERVAL_ENV, "10"))
+    objects_every = int(os.environ.get(OBJECTS_ENV, "0"))
     target = Path(f"{path}.{os.getpid()}")
 
     def run() -> None:
         start = time.monotonic()
-        while True:
-            line = {"t_s": round(time.monotonic() - start, 1), **heap_stats()}
-            with target.open("a") as f:
-                f.write(json.dumps(line) + "\n")
+        for sample in itertools.count():
+            line: dict[str, Any] = {"t_s": round(time.monotonic() - start, 1), **heap_stats()}
+            if objects_every and sample % objects_every == 0:
+                line["objects"] = object_counts()
+            try:
+                with target.open("a") as f:
+                    f.write(json.dumps(line) + "\n")
+            except OSError as exc:  # a debugging aid never disturbs serving: it stops
+                log.warning("specplug: heap trace stopped (%s)", exc)
+                return
             time.sleep(interval)
 
     thread = threading.Thread(target=run, name="specplug-heap-trace", daemon=True)

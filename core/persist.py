@@ -28,6 +28,9 @@ from specplug.core.files import remove_stale_temporaries, write_atomic
 FORMAT = "specplug-data"
 
 
+MIB = 1 << 20
+
+
 class DataFileError(SpecplugError, ValueError):
     """A data file is missing, corrupt, tampered with, foreign, or of an unsupported version."""
 
@@ -49,13 +52,19 @@ def _refuse_constant(name: str) -> Any:
     raise _NonFiniteNumber(name)
 
 
-def read_regular_file(path: str | os.PathLike[str]) -> bytes:
+def read_regular_file(path: str | os.PathLike[str], max_bytes: int | None = None) -> bytes:
     """The bytes of `path`, refusing (DataFileError) anything but a regular file *before* reading: a FIFO, a device
-    or a socket would block the read forever (a hung engine start that SIGTERM cannot stop)."""
+    or a socket would block the read forever (a hung engine start that SIGTERM cannot stop); and, given
+    `max_bytes`, a file larger than that (an oversized file would be read whole into memory)."""
     try:
-        mode = os.stat(path).st_mode
+        info = os.stat(path)
+        mode = info.st_mode
         if not stat.S_ISREG(mode):
             raise DataFileError(path, f"it is {_file_type(mode)}, not a regular file")
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise DataFileError(
+                path, f"it is {info.st_size / MIB:.1f} MiB, more than the limit {max_bytes / MIB:.1f} MiB"
+            )
         # Non-blocking, then checked again on the open file: a FIFO swapped in after the stat cannot block us.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
@@ -67,7 +76,10 @@ def read_regular_file(path: str | os.PathLike[str]) -> bytes:
         os.set_blocking(fd, True)
         with os.fdopen(fd, "rb") as f:
             fd = -1
-            return f.read()
+            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+        if max_bytes is not None and len(data) > max_bytes:  # it grew after the stat
+            raise DataFileError(path, f"it is more than the limit {max_bytes / MIB:.1f} MiB")
+        return data
     except OSError as exc:
         raise DataFileError(path, f"cannot read it ({exc.strerror or exc})") from None
     finally:
@@ -120,9 +132,11 @@ def write_data_file(path: str | os.PathLike[str], kind: str, version: int, paylo
     write_atomic(path, head.encode() + b',"payload":' + body + b"}\n")
 
 
-def read_data_file(path: str | os.PathLike[str], kind: str, versions: Iterable[int]) -> tuple[int, dict[str, Any]]:
+def read_data_file(
+    path: str | os.PathLike[str], kind: str, versions: Iterable[int], max_bytes: int | None = None
+) -> tuple[int, dict[str, Any]]:
     """Return (version, payload) of a file written by `write_data_file`, or raise `DataFileError` saying why."""
-    raw = read_regular_file(path)
+    raw = read_regular_file(path, max_bytes)
     try:
         document = json.loads(raw, parse_constant=_refuse_constant)
     except _NonFiniteNumber as exc:

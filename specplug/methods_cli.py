@@ -71,11 +71,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
             "--min-agreement",
             type=float,
             help="a quality budget: after counting, serve the first --sweep-prompts calibration prompts with ar and "
-            "with CSD at each λ of --lambdas and record the smallest λ whose agreement with ar (functional agreement "
-            "on the task's tests, else identical outputs) is at least this (0..1); a csd arm with lam=auto uses it",
+            "with CSD at each (λ, τ) of --lambdas × --tau, record the whole curve and choose the point whose "
+            "agreement with ar (functional agreement on the task's tests, else identical outputs) is at least this "
+            "(0..1) with the highest acceptance; serving with lam: auto (or a csd arm with lam=auto) uses it, and "
+            "min_agreement there picks another budget from the same curve",
         )
         p.add_argument("--lambdas", default="2,3,4,6,8,12", help="the λ grid of the budget sweep")
-        p.add_argument("--tau", type=float, default=0.01, help="CSD's τ during the budget sweep (recorded)")
+        p.add_argument("--tau", default="0.01", help="the τ grid of the budget sweep (comma-separated, each in (0, 1])")
         p.add_argument("--sweep-prompts", type=int, default=16, help="calibration prompts the budget sweep serves")
 
     def remember_arguments(p: argparse.ArgumentParser) -> None:
@@ -85,7 +87,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_verb(
         verbs["csd"],
         "calibrate",
-        "count the (draft, target) rejection pairs of standard SD on a prompt set into a memory file",
+        "count the (draft, target) rejection pairs of standard SD on a prompt set into a memory file "
+        "(with --min-agreement: and choose λ, τ for a quality budget)",
         calibrate_arguments,
         calibrate,
         CALIBRATE,
@@ -123,8 +126,12 @@ def calibrate(args: argparse.Namespace) -> int:
         if args.engine != "vllm":
             raise ConfigError("engine", args.engine, "vllm for a --min-agreement sweep")
         args.lambda_grid = tuple(integers("lambdas", args.lambdas))
-        if not 0 < args.tau <= 1:
-            raise ConfigError("tau", args.tau, "a probability ratio in (0, 1]")
+        try:
+            args.tau_grid = tuple(float(t) for t in str(args.tau).split(","))
+        except ValueError:
+            raise ConfigError("tau", args.tau, "comma-separated probability ratios in (0, 1]") from None
+        if not args.tau_grid or not all(0 < t <= 1 for t in args.tau_grid):
+            raise ConfigError("tau", args.tau, "comma-separated probability ratios in (0, 1]")
         if not 1 <= args.sweep_prompts <= args.num_prompts:
             raise ConfigError("sweep-prompts", args.sweep_prompts, f"1..{args.num_prompts} (--num-prompts)")
     return build_memory(args, "csd calibrate", _calibration_arm(args), _record_calibration)
@@ -153,6 +160,7 @@ def _record_calibration(bank: Any, args: argparse.Namespace, workload: Any) -> s
     """The calibration prompts, settings and (target, draft, tokenizer) pair go into the file; the summary line
     names what was counted."""
     from specplug.assets import resolve_model
+    from specplug.core.csd.budget import CALIBRATED_KEY
     from specplug.core.csd.config import PAIR_KEY
 
     bank.record_calibration(workload.prompts + workload.warmup)
@@ -178,26 +186,27 @@ def _record_calibration(bank: Any, args: argparse.Namespace, workload: Any) -> s
         args.proposer,
         args.out,
         args.namespace,
-        args.tau,
+        args.tau_grid,
         args.lambda_grid,
         args.concurrency,
         args.max_tokens,
         args.arm_timeout,
     )
     chosen = csd_budget.choose(curve, args.min_agreement)
-    bank.metadata["calibrated"] = {
+    bank.metadata[CALIBRATED_KEY] = {
         "min_agreement": args.min_agreement,
         "lam": chosen["lam"],
-        "tau": args.tau,
+        "tau": chosen["tau"],
         "agreement": chosen["agreement"],
         "measure": chosen["measure"],
         "sweep_prompts": args.sweep_prompts,
+        "concurrency": args.concurrency,
         "curve": curve,
     }
     bank.save(args.out)
     return (
-        f"{line}; budget {args.min_agreement:.2f}: λ={chosen['lam']} ({chosen['measure']} {chosen['agreement']:.3f} "
-        "on the calibration prompts) — serve with lam=" + str(chosen["lam"]) + f", tau={args.tau}"
+        f"{line}; budget {args.min_agreement:.2f}: λ={chosen['lam']}, τ={chosen['tau']} ({chosen['measure']} "
+        f"{chosen['agreement']:.3f} on the calibration prompts) — serve with lam: auto"
     )
 
 

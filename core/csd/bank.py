@@ -84,11 +84,17 @@ class CorrectionMemoryBank:
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str], max_pairs: int | None = None, vocab_size: int | None = None
+        cls,
+        path: str | os.PathLike[str],
+        max_pairs: int | None = None,
+        vocab_size: int | None = None,
+        max_bytes: int | None = None,
     ) -> CorrectionMemoryBank:
         """Read a memory file; a corrupt, tampered, truncated or foreign file raises `DataFileError` saying why, and
-        so does one whose token ids lie outside the target's vocabulary (`vocab_size`, when the caller knows it)."""
-        _, payload = read_data_file(path, KIND, [VERSION])
+        so does one whose token ids lie outside the target's vocabulary (`vocab_size`, when the caller knows it), one
+        larger than `max_bytes` (refused before it is read) and one with a namespace of more than `max_pairs` pairs
+        (evicting them silently would serve another memory than the one calibrated)."""
+        _, payload = read_data_file(path, KIND, [VERSION], max_bytes=max_bytes)
         namespaces = payload.get("namespaces")
         prompts = payload.get("calibration_prompts", [])
         if not isinstance(namespaces, dict) or not isinstance(prompts, list):
@@ -101,6 +107,9 @@ class CorrectionMemoryBank:
             if not isinstance(data, dict):
                 raise DataFileError(path, f"namespace {name!r} is not an object")
             check_token_ids(path, [data.get("draft"), data.get("target")], vocab_size)
+            held = len(data.get("draft") or [])
+            if max_pairs is not None and held > max_pairs:
+                raise DataFileError(path, f"namespace {name!r} holds {held} pairs, more than max_pairs {max_pairs}")
             try:
                 bank._memories[name] = CorrectionMemory.from_data(data, bound)
             except ValueError as exc:

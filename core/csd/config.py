@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from specplug.core.config import check_integer, settings, with_draft_length
 from specplug.core.errors import ConfigError
 from specplug.core.persist import DataFileError, check_interval, check_save_path
+
+if TYPE_CHECKING:
+    from specplug.core.csd.bank import CorrectionMemoryBank
 
 log = logging.getLogger("specplug")
 
@@ -34,6 +37,9 @@ class CSDConfig:
     online: bool = True
     save_path: str | None = None
     save_interval_s: float = 60.0  # background saves to save_path while serving (0: only at shutdown)
+    memory_optional: bool = False  # a bad memory_path: serve without it (logged) instead of refusing to start
+    max_file_mib: float = 256.0  # a memory file above this is refused before it is read
+    min_agreement: float | None = None  # with lam "auto": the budget to choose for (default: the calibrated one)
 
     def __post_init__(self) -> None:
         lam = self.lam
@@ -48,9 +54,18 @@ class CSDConfig:
         check_integer("max_pairs", self.max_pairs, 1, MAX_PAIRS_LIMIT, method=METHOD)
         if not isinstance(self.namespace, str) or not self.namespace or len(self.namespace) > 200:
             raise ConfigError("namespace", self.namespace, "a non-empty name of at most 200 characters", method=METHOD)
-        if not isinstance(self.online, bool):
-            raise ConfigError("online", self.online, "true or false", method=METHOD)
         check_interval("save_interval_s", self.save_interval_s, method=METHOD)
+        for name in ("online", "memory_optional"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, getattr(self, name), "true or false", method=METHOD)
+        mib = self.max_file_mib
+        if isinstance(mib, bool) or not isinstance(mib, (int, float)) or not 0 < mib <= 1 << 20:
+            raise ConfigError("max_file_mib", mib, "a size in MiB in (0, 1048576]", method=METHOD)
+        budget = self.min_agreement
+        if budget is not None and (
+            isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget <= 1
+        ):
+            raise ConfigError("min_agreement", budget, "a fraction in [0, 1], with lam: auto", method=METHOD)
         for name in ("memory_path", "save_path"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
@@ -60,11 +75,25 @@ class CSDConfig:
     def from_mapping(cls, given: Mapping[str, Any]) -> CSDConfig:
         """Build from user settings (engine flags, JSON), refusing unknown keys so a typo is not ignored.
 
-        `lam` may be given as the string "inf" (JSON has no infinity).
+        `lam` may be given as the string "inf" (JSON has no infinity), or "auto": λ and τ are then chosen from the
+        curve that `specplug csd calibrate --min-agreement` recorded in `memory_path` (for `min_agreement`, default
+        the calibrated budget), and the memory is served frozen (`online` false unless given): learning while
+        serving would move the agreement the budget measured.
         """
         merged = settings(METHOD, given, asdict(cls()))
-        if isinstance(merged["lam"], str) and merged["lam"].strip().lower() in {"inf", "infinity"}:
+        lam = merged["lam"]
+        if isinstance(lam, str) and lam.strip().lower() in {"inf", "infinity"}:
             merged["lam"] = math.inf
+        elif isinstance(lam, str) and lam.strip().lower() == "auto":
+            if "tau" in given:
+                raise ConfigError(
+                    "tau", given["tau"], "unset with lam: auto (the calibration chooses τ)", method=METHOD
+                )
+            merged["lam"], merged["tau"] = _calibrated(merged)
+            if "online" not in given:
+                merged["online"] = False
+        elif merged["min_agreement"] is not None:
+            raise ConfigError("min_agreement", merged["min_agreement"], "set only with lam: auto", method=METHOD)
         return cls(**merged)
 
     @property
@@ -75,6 +104,59 @@ class CSDConfig:
     @property
     def log_tau(self) -> float:
         return math.log(self.tau)
+
+
+def _calibrated(merged: Mapping[str, Any]) -> tuple[float, float]:
+    """(λ, τ) that the memory file's calibration curve gives for the budget; λ = ∞ (lossless) when the file is
+    refused and `memory_optional` lets the server go on without it."""
+    from specplug.core.csd.budget import calibrated_choice
+
+    path, budget = merged.get("memory_path"), merged.get("min_agreement")
+    if not path:
+        raise ConfigError(
+            "lam", "auto", "auto only with memory_path (a memory calibrated with --min-agreement)", method=METHOD
+        )
+    bank = load_memory_file(
+        path,
+        merged.get("max_pairs", 1_000_000),
+        merged.get("max_file_mib", 256.0),
+        merged.get("memory_optional", False),
+    )
+    if bank is None:
+        return math.inf, 1.0
+    chosen = calibrated_choice(
+        bank.metadata, budget if isinstance(budget, (int, float)) and not isinstance(budget, bool) else None
+    )
+    if chosen is None:
+        allowed = "a memory calibrated with a budget (`specplug csd calibrate --min-agreement`) for lam: auto"
+        raise ConfigError("memory_path", path, allowed, method=METHOD)
+    log.info(
+        "specplug: CSD lam=auto: λ=%s τ=%s for budget %.2f (%s %.3f measured on the calibration prompts)",
+        chosen["lam"],
+        chosen["tau"],
+        chosen["min_agreement"],
+        chosen.get("measure", "agreement"),
+        chosen["agreement"],
+    )
+    return chosen["lam"], chosen["tau"]
+
+
+def load_memory_file(
+    path: str, max_pairs: int, max_file_mib: float, optional: bool, vocab_size: int | None = None
+) -> CorrectionMemoryBank | None:
+    """The bank in `path`; a bad file (corrupt, foreign, oversized, unreadable) raises a `ConfigError` naming the
+    setting and the reason, or — with `memory_optional` — is logged as an error and None is returned."""
+    from specplug.core.csd.bank import CorrectionMemoryBank
+
+    try:
+        return CorrectionMemoryBank.load(
+            path, max_pairs, vocab_size=vocab_size, max_bytes=int(max_file_mib * (1 << 20))
+        )
+    except DataFileError as exc:
+        if not optional:
+            raise ConfigError("memory_path", path, f"a valid CSD memory file ({exc.reason})", method=METHOD) from None
+        log.error("specplug: CSD memory_path %s refused (%s); serving without it (memory_optional)", path, exc.reason)
+        return None
 
 
 def check_startup(
@@ -88,18 +170,23 @@ def check_startup(
     starts (and `specplug doctor --config`): the values, `save_path` writable, `memory_path` a whole, checksummed
     CSD memory whose token ids lie in the target's vocabulary and, given the engine's `pair` identity, one
     calibrated for that (target, draft, tokenizer) pair. Raises `ConfigError` naming the setting (and file)."""
-    from specplug.core.csd.bank import CorrectionMemoryBank
-
     merged = with_draft_length(given, "gamma", num_speculative_tokens, method=METHOD)
     config = CSDConfig.from_mapping(merged)
     check_save_path(config.save_path, method=METHOD)
     if config.memory_path is not None:
-        try:
-            bank = CorrectionMemoryBank.load(config.memory_path, config.max_pairs, vocab_size=vocab_size)
-        except DataFileError as exc:
-            allowed = f"a valid CSD memory file ({exc.reason})"
-            raise ConfigError("memory_path", config.memory_path, allowed, method=METHOD) from None
-        check_pair(bank.metadata.get(PAIR_KEY), pair, config.memory_path)
+        bank = load_memory_file(
+            config.memory_path, config.max_pairs, config.max_file_mib, config.memory_optional, vocab_size
+        )
+        if bank is not None:
+            try:
+                check_pair(bank.metadata.get(PAIR_KEY), pair, config.memory_path)
+            except ConfigError as exc:
+                if not config.memory_optional:
+                    raise
+                log.error("specplug: %s; serving without it (memory_optional)", exc)
+                bank = None
+        if bank is None:  # refused under memory_optional: the engine starts with an empty memory
+            return replace(config, memory_path=None)
     return config
 
 

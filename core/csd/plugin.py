@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from specplug.core.csd.config import CSDConfig
-from specplug.core.errors import ConfigError
 from specplug.core.hookspecs import hookimpl
 from specplug.core.host import draft_budget
 from specplug.core.persist import PeriodicSaver
@@ -53,16 +52,12 @@ def session_config(config: Mapping[str, Any], session: MethodSession | None) -> 
 def load_bank(config: CSDConfig) -> CorrectionMemoryBank:
     """The memory a session starts with; a bad file stops startup naming the setting and the reason."""
     from specplug.core.csd.bank import CorrectionMemoryBank
-    from specplug.core.persist import DataFileError
+    from specplug.core.csd.config import load_memory_file
 
     if config.memory_path is None:
         return CorrectionMemoryBank(config.max_pairs)
-    try:
-        return CorrectionMemoryBank.load(config.memory_path, config.max_pairs)
-    except DataFileError as exc:
-        raise ConfigError(
-            "memory_path", config.memory_path, f"a valid CSD memory file ({exc.reason})", method="csd"
-        ) from None
+    bank = load_memory_file(config.memory_path, config.max_pairs, config.max_file_mib, config.memory_optional)
+    return bank if bank is not None else CorrectionMemoryBank(config.max_pairs)
 
 
 @hookimpl

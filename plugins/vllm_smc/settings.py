@@ -185,8 +185,23 @@ def check_vllm_config(vllm_config: Any) -> str | None:
         check_scheduler(vllm_config)
     else:
         pair = engine_pair(vllm_config) if rest.get("memory_path") else None  # only a memory needs the pair
-        check_settings(method, rest, num_speculative_tokens=k, vocab_size=vocab_size, pair=pair)
+        config = check_settings(method, rest, num_speculative_tokens=k, vocab_size=vocab_size, pair=pair)
+        _pin_resolved(vllm_config, rest, config)
     return method
+
+
+def _pin_resolved(vllm_config: Any, given: dict[str, Any], config: Any) -> None:
+    """Hand the engine what the front end decided, so both serve the same: a memory refused under
+    `memory_optional` is dropped, and `lam: auto` becomes the λ, τ and `online` the calibration curve gave."""
+    extra = vllm_config.additional_config[ADDITIONAL_CONFIG_KEY]
+    if given.get("memory_path") and getattr(config, "memory_path", "") is None:
+        extra["memory_path"] = None
+    if str(given.get("lam", "")).strip().lower() == "auto":
+        import math
+
+        extra["lam"] = "inf" if config.lam == math.inf else config.lam
+        extra["tau"], extra["online"] = config.tau, config.online
+        extra.pop("min_agreement", None)
 
 
 def engine_pair(vllm_config: Any) -> dict[str, str] | None:

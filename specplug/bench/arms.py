@@ -9,7 +9,8 @@ draft_model:model=PATH[:k=4:layers=N:sample=greedy]  a draft model sharing the t
 csd[:proposer=ngram|draft_model:…:lam=6:tau=0.01:memory=FILE:namespace=default]  CSD's calibrated verification
                         over the n-gram or draft-model proposer (their keys apply); no memory file = a cold memory
                         that learns online; `namespace` picks one memory of a file that holds several; lam=auto
-                        takes λ and τ from a memory calibrated with `specplug csd calibrate --min-agreement`
+                        takes λ and τ from a memory calibrated with `specplug csd calibrate --min-agreement`, for
+                        its budget or `budget=B` (chosen from the same recorded curve), served frozen
 toolspec[:k=24:memory=FILE:format=auto:schema=1:retrieval=1:recycling=1:tokens=N]  ToolSpec drafts (schema-forced
                         tokens, retrieval, token recycling; 0 switches a source off); memory = a warm retrieval memory
                         file (`specplug toolspec remember`), none = cold; tokens = memory_tokens_per_tenant (0: its
@@ -46,6 +47,7 @@ ARM_KINDS: dict[str, dict[str, Any]] = {
         "tau": 0.01,
         "memory": "",
         "namespace": "default",
+        "budget": "",  # "" = the budget the memory was calibrated for
     },
     "toolspec": {"k": 24, "memory": "", "format": "auto", "schema": 1, "retrieval": 1, "recycling": 1, "tokens": 0},
     "suffix": {"k": 24, "depth": 24, "factor": 1.0, "prob": 0.1},
@@ -134,35 +136,23 @@ def proposer_arm(arm: Arm) -> Arm:
 
 
 def csd_settings(arm: Arm) -> dict[str, Any]:
-    """CSD's own settings of a csd arm (the engine-neutral CSDConfig keys)."""
+    """CSD's own settings of a csd arm (the engine-neutral CSDConfig keys). lam=auto is passed on as users serve
+    it: the core chooses λ and τ from the memory's calibration curve for `budget` (default: the calibrated one)."""
     o = arm.options
-    lam, tau = o["lam"], o["tau"]
-    if str(lam).lower() == "auto":
-        lam, tau = calibrated_lambda(arm)
-    return {
+    lam = o["lam"]
+    settings: dict[str, Any] = {
         "lam": "inf" if str(lam).lower() in {"inf", "infinity"} else lam,
-        "tau": tau,
         "memory_path": o["memory"] or None,
         "namespace": o["namespace"],
     }
-
-
-def calibrated_lambda(arm: Arm) -> tuple[Any, float]:
-    """(λ, τ) that `specplug csd calibrate --min-agreement` chose for the arm's memory file (lam=auto)."""
-    from specplug.core.csd.bank import CorrectionMemoryBank
-
-    path = arm.options["memory"]
-    if not path:
-        raise ConfigError("arm", arm.label, "lam=auto needs memory=FILE (a memory calibrated with --min-agreement)")
-    try:
-        chosen = CorrectionMemoryBank.load(path).metadata.get("calibrated")
-    except Exception as exc:  # unreadable: the memory check names the reason
-        raise ConfigError("arm", arm.label, f"a readable CSD memory file for lam=auto ({exc})") from None
-    if not chosen:
-        raise ConfigError(
-            "arm", arm.label, f"lam=auto needs a memory calibrated with a budget: {path} has none (--min-agreement)"
-        )
-    return chosen["lam"], chosen["tau"]
+    if str(lam).lower() == "auto":
+        if o["budget"] != "":
+            settings["min_agreement"] = o["budget"]
+    else:
+        settings["tau"] = o["tau"]
+        if o["budget"] != "":
+            raise ConfigError("arm", arm.label, "budget= only with lam=auto")
+    return settings
 
 
 def smc_settings(arm: Arm) -> dict[str, Any]:

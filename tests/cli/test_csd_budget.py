@@ -4,6 +4,7 @@ curve into the memory's provenance, and `lam=auto` serves with it."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -12,19 +13,31 @@ from specplug.bench import csd_budget
 from specplug.bench.arms import csd_settings, parse_arm
 from specplug.cli import main
 from specplug.core.csd.bank import CorrectionMemoryBank
+from specplug.core.csd.config import CSDConfig
 from specplug.core.errors import ConfigError
 
 
-def _point(lam, agreement: float) -> dict:
-    return {"lam": lam, "agreement": agreement, "measure": "functional_agreement"}
+def _point(lam, agreement: float, acceptance: float = 0.0, tau: float = 0.01) -> dict:
+    return {
+        "lam": lam,
+        "tau": tau,
+        "agreement": agreement,
+        "measure": "functional_agreement",
+        "acceptance_rate": acceptance,
+    }
 
 
-def test_choose_takes_the_smallest_lambda_within_budget() -> None:
-    curve = [_point(2, 0.80), _point(4, 0.94), _point(6, 0.96), _point(12, 1.0)]
+def test_choose_takes_the_most_accepting_point_within_budget() -> None:
+    curve = [_point(2, 0.80, 0.6), _point(4, 0.94, 0.5), _point(6, 0.96, 0.45), _point(12, 1.0, 0.4)]
     assert csd_budget.choose(curve, 0.95)["lam"] == 6
     assert csd_budget.choose(curve, 0.90)["lam"] == 4
     assert csd_budget.choose(curve, 0.0)["lam"] == 2
     assert csd_budget.choose([_point(2, 0.5)], 0.99)["lam"] == "inf"  # lossless always meets a budget
+    # over a (λ, τ) grid the budget decides, then acceptance: a larger τ can buy a smaller λ
+    grid = [_point(2, 0.90, 0.62, 0.01), _point(2, 0.97, 0.58, 0.3), _point(8, 0.98, 0.50, 0.01)]
+    assert (csd_budget.choose(grid, 0.95)["lam"], csd_budget.choose(grid, 0.95)["tau"]) == (2, 0.3)
+    # without acceptance figures (older curves) the smallest λ wins, as before
+    assert csd_budget.choose([_point(6, 0.99), _point(3, 0.99)], 0.95)["lam"] == 3
 
 
 def test_agreement_falls_back_to_identical_outputs_without_tests() -> None:
@@ -39,18 +52,24 @@ def test_agreement_falls_back_to_identical_outputs_without_tests() -> None:
     assert csd_budget.agreement(Tests(), ar, {0: [1, 2], 1: [3, 9], 2: [5]}) == (1.0, "functional_agreement")
 
 
-def test_lam_auto_reads_the_calibrated_lambda(tmp_path: Path) -> None:
+def test_lam_auto_serves_the_calibrated_choice_for_its_budget_or_another(tmp_path: Path) -> None:
     path = tmp_path / "ocm.json"
     bank = CorrectionMemoryBank()
     bank.save(path)
-    with pytest.raises(ConfigError, match="has none"):
+    with pytest.raises(ConfigError, match="calibrated with a budget"):
         parse_arm(f"csd:lam=auto:memory={path}")
-    with pytest.raises(ConfigError, match="needs memory=FILE"):
+    with pytest.raises(ConfigError, match="auto only with memory_path"):
         parse_arm("csd:lam=auto")
-    bank.metadata["calibrated"] = {"lam": 4, "tau": 0.05, "min_agreement": 0.95}
+    curve = [_point(2, 0.80, 0.6), _point(4, 0.96, 0.5, 0.05), _point(12, 0.99, 0.4)]
+    bank.metadata["calibrated"] = {"lam": 4, "tau": 0.05, "min_agreement": 0.95, "curve": curve}
     bank.save(path)
-    settings = csd_settings(parse_arm(f"csd:lam=auto:memory={path}"))
-    assert settings["lam"] == 4 and settings["tau"] == 0.05
+    config = CSDConfig.from_mapping(csd_settings(parse_arm(f"csd:lam=auto:memory={path}")))
+    assert (config.lam, config.tau, config.online) == (4, 0.05, False)  # served frozen: the budget was measured so
+    config = CSDConfig.from_mapping(csd_settings(parse_arm(f"csd:lam=auto:memory={path}:budget=0.99")))
+    assert (config.lam, config.tau) == (12, 0.01)
+    assert CSDConfig.from_mapping(csd_settings(parse_arm(f"csd:lam=auto:memory={path}:budget=1"))).lam == math.inf
+    with pytest.raises(ConfigError, match="budget= only with lam=auto"):
+        parse_arm(f"csd:lam=4:memory={path}:budget=0.9")
 
 
 def test_budget_flags_are_checked_before_anything_runs(capsys) -> None:
@@ -69,10 +88,11 @@ def test_a_calibrated_budget_holds_when_served_on_its_calibration_prompts(tmp_pa
     runner, greedy, deterministic): the agreement it records is what it serves, and it is within the budget."""
     memory = tmp_path / "ocm.json"
     argv = ["csd", "calibrate", "--dataset", "humaneval", "--num-prompts", "3", "--skip", "60", "--max-tokens", "24"]
-    argv += ["--concurrency", "1", "--min-agreement", "0.9", "--lambdas", "1,2", "--sweep-prompts", "3"]
-    assert main([*argv, "--out", str(memory)]) == 0
+    argv += ["--concurrency", "1", "--min-agreement", "0.9", "--lambdas", "1,2", "--tau", "0.01,0.5"]
+    assert main([*argv, "--sweep-prompts", "3", "--out", str(memory)]) == 0
     chosen = CorrectionMemoryBank.load(memory).metadata["calibrated"]
-    assert [p["lam"] for p in chosen["curve"]] == [1, 2] and chosen["min_agreement"] == 0.9
+    assert [(p["lam"], p["tau"]) for p in chosen["curve"]] == [(1, 0.01), (2, 0.01), (1, 0.5), (2, 0.5)]
+    assert chosen["min_agreement"] == 0.9
     assert chosen["agreement"] >= 0.9 and chosen["measure"] == "functional_agreement"
     if chosen["lam"] == "inf":
         pytest.skip("no rescuing λ met the budget on these prompts; nothing further to serve")

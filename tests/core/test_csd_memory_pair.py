@@ -120,3 +120,38 @@ def test_vllm_front_end_refuses_a_memory_of_another_pair(tmp_path: Path, target:
     with pytest.raises(ConfigError, match="another target") as refused:
         check_vllm_config(args.create_engine_config())
     assert "some-other-model" in str(refused.value)
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_front_end_hands_the_engine_what_it_decided(tmp_path: Path, target: Path) -> None:
+    """memory_optional: a foreign memory is dropped from the engine's settings (the engine starts empty, not with
+    the foreign file); lam=auto: the engine is handed the λ, τ and online the calibration curve gave."""
+    from vllm.engine.arg_utils import EngineArgs
+
+    from specplug.plugins.vllm_smc.settings import check_vllm_config
+
+    spec = {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4}
+    other = {**_calibrated(target, "ngram"), "target": "f" * 16, "about": "target some-other-model (X, 2 layers)"}
+    foreign = _memory(tmp_path, other)
+    args = EngineArgs(
+        model=str(target), dtype="float32", max_model_len=512, enforce_eager=True, speculative_config=spec,
+        additional_config={"specplug": {"method": "csd", "memory_path": str(foreign), "memory_optional": True}},
+    )  # fmt: skip
+    config = args.create_engine_config()
+    check_vllm_config(config)
+    assert config.additional_config["specplug"]["memory_path"] is None
+
+    bank = CorrectionMemoryBank.load(_memory(tmp_path, _calibrated(target, "ngram")))
+    point = {"lam": 3, "tau": 0.2, "agreement": 0.97, "measure": "exact_match", "acceptance_rate": 0.5}
+    bank.metadata["calibrated"] = {"min_agreement": 0.95, "curve": [point]}
+    bank.save(tmp_path / "calibrated.json")
+    settings = {"method": "csd", "lam": "auto", "memory_path": str(tmp_path / "calibrated.json")}
+    args = EngineArgs(
+        model=str(target), dtype="float32", max_model_len=512, enforce_eager=True, speculative_config=spec,
+        additional_config={"specplug": settings},
+    )  # fmt: skip
+    config = args.create_engine_config()
+    check_vllm_config(config)
+    pinned = config.additional_config["specplug"]
+    assert (pinned["lam"], pinned["tau"], pinned["online"]) == (3, 0.2, False)

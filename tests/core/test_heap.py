@@ -30,6 +30,7 @@ def test_the_trace_thread_writes_json_lines_only_when_asked(tmp_path: Path, monk
     assert heap.start_trace_from_env() is None
     monkeypatch.setenv(heap.TRACE_ENV, str(tmp_path / "trace"))
     monkeypatch.setenv(heap.INTERVAL_ENV, "0.05")
+    monkeypatch.setenv(heap.OBJECTS_ENV, "2")  # every other line counts objects
     assert heap.start_trace_from_env() is not None
     deadline = time.monotonic() + 5
     files: list[Path] = []
@@ -38,5 +39,6 @@ def test_the_trace_thread_writes_json_lines_only_when_asked(tmp_path: Path, monk
         if files and len(files[0].read_text().splitlines()) >= 2:
             break
         time.sleep(0.05)
-    line = json.loads(files[0].read_text().splitlines()[0])
-    assert {"t_s", "rss_mib", "in_use_mib", "free_mib", "mmapped_mib"} <= line.keys()
+    first, second = (json.loads(text) for text in files[0].read_text().splitlines()[:2])
+    assert {"t_s", "rss_mib", "in_use_mib", "free_mib", "mmapped_mib"} <= first.keys()
+    assert first["objects"]["function"] > 0 and "objects" not in second
