@@ -16,7 +16,7 @@ from typing import Any
 
 import pluggy
 
-from specplug.core import builtin_plugin, hookspecs, metrics
+from specplug.core import builtin_plugin, heap, hookspecs, metrics
 from specplug.core.csd import plugin as csd_plugin
 from specplug.core.errors import UnknownMethodError
 from specplug.core.smc import plugin as smc_plugin
@@ -31,6 +31,7 @@ CORE_PLUGINS = {
     "smc": smc_plugin,
     "csd": csd_plugin,
     "toolspec": toolspec_plugin,
+    "heap": heap,
 }
 log = logging.getLogger("specplug")
 

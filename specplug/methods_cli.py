@@ -63,8 +63,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         p.add_argument(
             "--proposer",
             default="ngram",
-            help="the drafter, as a csd arm's proposer settings: ngram[:k=6:min=2:max=4] or "
-            "draft_model:model=M[:layers=N]",
+            help="the drafter, as a csd arm's proposer settings: ngram[:k=6:min=2:max=4], "
+            "suffix[:k=24:depth=24:factor=1.0:prob=0.1] (vLLM's suffix decoding) or draft_model:model=M[:layers=N]",
         )
         p.add_argument("--namespace", default="default", help="memory namespace (e.g. one per target/draft pair)")
         p.add_argument(

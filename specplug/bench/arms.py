@@ -6,11 +6,12 @@ draft_model:model=PATH[:k=4:layers=N:sample=greedy]  a draft model sharing the t
                         distilled draft's name: `specplug draft list`); `layers` keeps its first N layers (on vLLM
                         that early-exit draft is written once as a checkpoint); sample=probabilistic drafts from q at
                         the request's temperature (vLLM's draft_sample_method) instead of its argmax
-csd[:proposer=ngram|draft_model:…:lam=6:tau=0.01:memory=FILE:namespace=default]  CSD's calibrated verification
-                        over the n-gram or draft-model proposer (their keys apply); no memory file = a cold memory
-                        that learns online; `namespace` picks one memory of a file that holds several; lam=auto
-                        takes λ and τ from a memory calibrated with `specplug csd calibrate --min-agreement`, for
-                        its budget or `budget=B` (chosen from the same recorded curve), served frozen
+csd[:proposer=ngram|suffix|draft_model:…:lam=6:tau=0.01:memory=FILE:namespace=default]  CSD's calibrated
+                        verification over the n-gram, suffix or draft-model proposer (their keys apply); no memory
+                        file = a cold memory that learns online; `namespace` picks one memory of a file that holds
+                        several; lam=auto takes λ and τ from a memory calibrated with `specplug csd calibrate
+                        --min-agreement`, for its budget or `budget=B` (chosen from the same recorded curve), served
+                        frozen
 toolspec[:k=24:memory=FILE:format=auto:schema=1:retrieval=1:recycling=1:tokens=N]  ToolSpec drafts (schema-forced
                         tokens, retrieval, token recycling; 0 switches a source off); memory = a warm retrieval memory
                         file (`specplug toolspec remember`), none = cold; tokens = memory_tokens_per_tenant (0: its
@@ -43,6 +44,9 @@ ARM_KINDS: dict[str, dict[str, Any]] = {
         "max": 4,
         "model": "",
         "layers": None,
+        "depth": 24,
+        "factor": 1.0,
+        "prob": 0.1,
         "lam": 6,
         "tau": 0.01,
         "memory": "",
@@ -55,7 +59,7 @@ ARM_KINDS: dict[str, dict[str, Any]] = {
     "spec": {"method": None},  # free-form: every other key is passed through to the engine's speculative config
 }
 FREE_FORM_KINDS = {"spec"}
-CSD_PROPOSERS = ("ngram", "draft_model")
+CSD_PROPOSERS = ("ngram", "suffix", "draft_model")
 # vLLM's draft_sample_method: `greedy` drafts the argmax (q one-hot), `probabilistic` samples q at the request's
 # temperature and verifies with the full draft distribution (what a sampled workload wants).
 DRAFT_SAMPLING = ("greedy", "probabilistic")

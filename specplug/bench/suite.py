@@ -124,14 +124,15 @@ def unavailable_reason(arm: Arm, engine: str = "vllm") -> str | None:
     """Why an arm cannot run on this installation and engine (one line naming the fix), or None."""
     from specplug.bench.cli import MEMORY_FILES
 
-    if engine == "reference" and arm.kind in VLLM_ONLY_KINDS:
-        return f"{arm.kind} is vLLM's own speculative method; run it with --engine vllm"
+    drafter = arm.options.get("proposer") if arm.kind == "csd" else arm.kind  # CSD verifies another drafter's tokens
+    if engine == "reference" and drafter in VLLM_ONLY_KINDS:
+        return f"{drafter} is vLLM's own speculative method; run it with --engine vllm"
 
     memory = arm.options.get("memory") if arm.kind in MEMORY_FILES else None
     if memory and not Path(memory).is_file():
         what, command = MEMORY_FILES[arm.kind]
         return f"{what} file {memory} not found (run from the repository root, or build one with `{command}`)"
-    if arm.kind == "suffix":
+    if drafter == "suffix":
         from specplug.bench.availability import suffix_unavailable_reason
 
         return suffix_unavailable_reason()

@@ -42,3 +42,39 @@ def test_the_trace_thread_writes_json_lines_only_when_asked(tmp_path: Path, monk
     first, second = (json.loads(text) for text in files[0].read_text().splitlines()[:2])
     assert {"t_s", "rss_mib", "in_use_mib", "free_mib", "mmapped_mib"} <= first.keys()
     assert first["objects"]["function"] > 0 and "objects" not in second
+
+
+def test_trimming_returns_what_the_arenas_keep_after_a_free() -> None:
+    """The serving pattern in small: 50 MiB of arena blocks freed stay resident (free, not in use) until a trim."""
+    import ctypes
+
+    blocks = [ctypes.create_string_buffer(64 << 10) for _ in range(800)]
+    pinned = blocks[-1]  # a live block above the freed ones: the heap top cannot simply shrink
+    del blocks
+    kept = heap.heap_stats()
+    assert kept["free_mib"] >= 40
+    assert heap.trim()
+    assert heap.heap_stats()["rss_mib"] <= kept["rss_mib"] - 30
+    del pinned
+
+
+def test_the_step_hook_trims_at_most_once_per_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(heap, "trim", lambda: calls.append(1) or True)
+    off = heap.HeapTrimmer(0)
+    assert not off.maybe_trim() and not calls
+    trimmer = heap.HeapTrimmer(0.05)
+    monkeypatch.setattr(heap, "TRIMMER", trimmer)
+    heap.specplug_on_step(None, None)
+    assert not calls  # not before the first interval has passed
+    time.sleep(0.06)
+    heap.specplug_on_step(None, None)
+    heap.specplug_on_step(None, None)
+    assert len(calls) == 1 and trimmer.trims == 1
+
+
+def test_the_heap_plugin_is_registered_with_the_core() -> None:
+    from specplug.core.plugin_manager import create_plugin_manager
+
+    pm = create_plugin_manager(load_entry_points=False)
+    assert any(impl.plugin is heap for impl in pm.hook.specplug_on_step.get_hookimpls())
