@@ -24,15 +24,18 @@ TAU_GRID = (0.01,)
 
 
 def agreement(scorer, ar_outputs: dict[int, list[int]], outputs: dict[int, list[int]]) -> tuple[float, str]:
-    """(agreement with ar, the measure used): functional agreement on the task's tests, else identical outputs."""
+    """(agreement with ar, the measure used): functional agreement on the task's tests (code), answer agreement
+    (the same tool calls, or the same text when no call is made) on tool-call tasks, else identical outputs."""
     if scorer is not None and callable(getattr(scorer, "outcomes", None)):
-        from specplug.bench.quality import agreement_with
+        from specplug.bench.quality import agreement_with, task_of
 
         base = scorer.outcomes(ar_outputs)
         if base:
             value = agreement_with(base, scorer.outcomes(outputs))["functional_agreement"]
             if value is not None:
-                return float(value), "functional_agreement"
+                records = getattr(scorer, "records", None)
+                code = records is None or any(task_of(records[i]) == "humaneval" for i in base)
+                return float(value), "functional_agreement" if code else "answer_agreement"
     common = sorted(ar_outputs.keys() & outputs.keys())
     return (sum(ar_outputs[i] == outputs[i] for i in common) / len(common) if common else 0.0), "exact_match"
 

@@ -113,3 +113,21 @@ def test_a_calibrated_budget_holds_when_served_on_its_calibration_prompts(tmp_pa
         scorer_for(work, decoder_for(work)), outputs["ar"], outputs[f"csd:lam=auto:memory={memory}"]
     )
     assert served >= 0.9, json.dumps(chosen)
+
+
+def test_tool_call_answers_agree_when_the_calls_do_whatever_the_wording() -> None:
+    """BFCL: the answer is the calls a reply makes (arguments normalized); replies without a call compare as text."""
+    from specplug.assets.datasets import PromptRecord
+    from specplug.bench.quality import Scorer
+
+    gold = {"ground_truth": [{"add": {"a": [1], "b": [2]}}]}
+    records = [PromptRecord(f"p{i}", "bfcl", "simple", [{"role": "user", "content": "q"}], gold=gold) for i in range(3)]
+    texts = {
+        1: '<tool_call>{"name": "add", "arguments": {"a": 1, "b": 2}}</tool_call>',
+        2: '<tool_call>{"name":"add","arguments":{"b":2,"a":1}}</tool_call>',  # the same call, other spacing/order
+        3: '<tool_call>{"name": "add", "arguments": {"a": 1, "b": 3}}</tool_call>',
+        4: "I cannot help with that.",
+    }
+    scorer = Scorer(records, decode=lambda ids: texts[ids[0]])
+    ar = {0: [1], 1: [1], 2: [4]}
+    assert csd_budget.agreement(scorer, ar, {0: [2], 1: [3], 2: [4]}) == (pytest.approx(2 / 3), "answer_agreement")

@@ -8,6 +8,7 @@ BFCL irrelevance, first-turn-only `bfcl:multi_turn`) are not, and a run with non
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,18 +87,26 @@ class Scorer:
         return summary(self.judge(outputs))
 
     def outcomes(self, outputs: dict[int, list[int]]) -> dict[int, tuple[str, ...]]:
-        """Per-test outcomes, per workload index, of the HumanEval outputs: the input of `agreement_with`."""
-        from specplug.bench.quality import humaneval
+        """What each output answered, per workload index — the input of `agreement_with`. HumanEval: the per-test
+        outcomes of the completion. Tool calls (BFCL, ToolTalk): the task's answer, i.e. the calls the reply makes
+        (parsed, arguments normalized, order kept), or its stripped text when it makes none."""
+        from specplug.bench.quality import bfcl, humaneval
 
         results: dict[int, tuple[str, ...]] = {}
         for index, ids in sorted(outputs.items()):
             record = self.records[index]
-            if task_of(record) != "humaneval":
+            task = task_of(record)
+            if task is None:
                 continue
             text = self.decode(ids)
             key = (index, text)
             if key not in self._outcomes:
-                self._outcomes[key] = humaneval.test_outcomes(text, record.gold, record.extra["prompt"])
+                if task == "humaneval":
+                    self._outcomes[key] = humaneval.test_outcomes(text, record.gold, record.extra["prompt"])
+                else:
+                    calls = bfcl.parse_tool_calls(text)
+                    answer = json.dumps(calls, sort_keys=True) if calls else "text:" + text.strip()
+                    self._outcomes[key] = (answer,)
             results[index] = self._outcomes[key]
         return results
 
