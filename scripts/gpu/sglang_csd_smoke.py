@@ -136,6 +136,19 @@ def run(args: argparse.Namespace, algorithm: str, csd: dict[str, Any] | None, wo
         stop(server)
 
 
+def _verify_failures(stats: dict[str, Any] | None, run_name: str) -> list[str]:
+    """A verify step that raised falls back to SGLang's own verdict, so equal outputs alone prove nothing: CSD's
+    own counters must show calibrated rows and no failure."""
+    if not stats:
+        return [f"CSD {run_name}: the saved memory carries no worker stats"]
+    problems = []
+    if stats.get("failures"):
+        problems.append(f"CSD {run_name}: {stats['failures']} verify steps failed and fell back to SGLang's verdict")
+    if not stats.get("calibrated_rows"):
+        problems.append(f"CSD {run_name}: no row was verified by CSD's rule (calibrated_rows = 0)")
+    return problems
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True)
@@ -176,9 +189,18 @@ def main() -> int:
         report["memory_stats"] = payload.get("metadata", {}).get("stats")
         if not report["memory_pairs"]:  # CSD learns only from the worker's step announcements (session.step)
             failures.append("the saved memory is empty: no announced step reached CSD's learning hook")
+        failures += _verify_failures(report["memory_stats"], "λ=∞")
 
-        rescue = {"lam": args.lam, "tau": args.tau, "memory_path": str(memory)}
-        csd = run(args, "CSD", rescue, work)
+        rescued_memory = work / "ocm-rescue.json"  # the rescuing run saves too, so its counters are reported
+        rescue = {"lam": args.lam, "tau": args.tau, "memory_path": str(memory), "save_path": str(rescued_memory)}
+        csd = run(args, "CSD", rescue, work, settle=3)
+        stats = (
+            json.loads(rescued_memory.read_text())["payload"].get("metadata", {}).get("stats")
+            if rescued_memory.exists()
+            else None
+        )
+        report["csd_rescue_stats"] = stats
+        failures += _verify_failures(stats, f"λ={args.lam}")
         differ = sum(a != b for a, b in zip(ngram["outputs"], csd["outputs"], strict=True))
         report["csd"] = {
             "lam": args.lam,
