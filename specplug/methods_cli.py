@@ -160,7 +160,7 @@ def _record_calibration(bank: Any, args: argparse.Namespace, workload: Any) -> s
     """The calibration prompts, settings and (target, draft, tokenizer) pair go into the file; the summary line
     names what was counted."""
     from specplug.assets import resolve_model
-    from specplug.core.csd.budget import CALIBRATED_KEY
+    from specplug.core.csd.budget import CALIBRATED_KEY, CONFIDENCE
     from specplug.core.csd.config import PAIR_KEY
 
     bank.record_calibration(workload.prompts + workload.warmup)
@@ -200,13 +200,15 @@ def _record_calibration(bank: Any, args: argparse.Namespace, workload: Any) -> s
         "agreement": chosen["agreement"],
         "measure": chosen["measure"],
         "sweep_prompts": args.sweep_prompts,
+        "confidence": CONFIDENCE,
         "concurrency": args.concurrency,
         "curve": curve,
     }
     bank.save(args.out)
     return (
         f"{line}; budget {args.min_agreement:.2f}: λ={chosen['lam']}, τ={chosen['tau']} ({chosen['measure']} "
-        f"{chosen['agreement']:.3f} on the calibration prompts) — serve with lam: auto"
+        f"{chosen['agreement']:.3f} on {args.sweep_prompts} calibration prompts, assured at "
+        f"{CONFIDENCE:.0%} confidence) — serve with lam: auto"
     )
 
 

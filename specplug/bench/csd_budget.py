@@ -83,6 +83,7 @@ def sweep(
                 "lam": lam,
                 "tau": tau,
                 "agreement": value,
+                "prompts": len(ar_outputs),
                 "measure": measure,
                 "exact_match": rec["exact_match"],
                 "speedup_vs_ar": rec["output_tokens_per_s"] / ar_rate if ar_rate else None,

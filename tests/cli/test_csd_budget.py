@@ -88,12 +88,14 @@ def test_a_calibrated_budget_holds_when_served_on_its_calibration_prompts(tmp_pa
     runner, greedy, deterministic): the agreement it records is what it serves, and it is within the budget."""
     memory = tmp_path / "ocm.json"
     argv = ["csd", "calibrate", "--dataset", "humaneval", "--num-prompts", "3", "--skip", "60", "--max-tokens", "24"]
-    argv += ["--concurrency", "1", "--min-agreement", "0.9", "--lambdas", "1,2", "--tau", "0.01,0.5"]
+    # Three sweep prompts assure at most 0.53 (3 of 3 agreeing, Wilson 95%): the budget is 0.5 so a rescuing point
+    # can qualify at all.
+    argv += ["--concurrency", "1", "--min-agreement", "0.5", "--lambdas", "1,2", "--tau", "0.01,0.5"]
     assert main([*argv, "--sweep-prompts", "3", "--out", str(memory)]) == 0
     chosen = CorrectionMemoryBank.load(memory).metadata["calibrated"]
     assert [(p["lam"], p["tau"]) for p in chosen["curve"]] == [(1, 0.01), (2, 0.01), (1, 0.5), (2, 0.5)]
-    assert chosen["min_agreement"] == 0.9
-    assert chosen["agreement"] >= 0.9 and chosen["measure"] == "functional_agreement"
+    assert chosen["min_agreement"] == 0.5 and all(p["prompts"] == 3 for p in chosen["curve"])
+    assert chosen["agreement"] >= 0.5 and chosen["measure"] == "functional_agreement"
     if chosen["lam"] == "inf":
         pytest.skip("no rescuing λ met the budget on these prompts; nothing further to serve")
     from specplug.assets import resolve_model
@@ -112,7 +114,7 @@ def test_a_calibrated_budget_holds_when_served_on_its_calibration_prompts(tmp_pa
     served, _ = csd_budget.agreement(
         scorer_for(work, decoder_for(work)), outputs["ar"], outputs[f"csd:lam=auto:memory={memory}"]
     )
-    assert served >= 0.9, json.dumps(chosen)
+    assert served >= 0.5 and served == pytest.approx(chosen["agreement"]), json.dumps(chosen)
 
 
 def test_tool_call_answers_agree_when_the_calls_do_whatever_the_wording() -> None:

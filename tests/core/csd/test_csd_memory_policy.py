@@ -119,3 +119,25 @@ def test_lam_auto_settings_errors(tmp_path: Path) -> None:
     corrupt = _corrupt(tmp_path)
     config = CSDConfig.from_mapping({"lam": "auto", "memory_path": str(corrupt), "memory_optional": True})
     assert config.lam == math.inf
+
+
+def test_a_budget_is_checked_against_a_lower_confidence_bound_not_a_lucky_sample() -> None:
+    """16 of 16 calibration prompts agreeing assures 0.86 at 95% (Wilson): a 0.95 budget is then served lossless,
+    a 0.85 budget gets the point; 64 of 64 assure 0.96."""
+    from specplug.core.csd.budget import choose, wilson_lower
+
+    assert wilson_lower(1.0, 16) == pytest.approx(0.855, abs=1e-3)
+    assert wilson_lower(0.875, 16) == pytest.approx(0.684, abs=1e-3)
+    assert wilson_lower(1.0, 64) == pytest.approx(0.959, abs=1e-3)
+    point = {"lam": 16, "tau": 0.1, "agreement": 1.0, "prompts": 16, "measure": "functional_agreement"}
+    assert choose([point], 0.95)["lam"] == "inf"
+    assert choose([point], 0.85)["lam"] == 16
+    assert choose([{**point, "prompts": 64}], 0.95)["lam"] == 16
+    assert choose([point], 0.95, confidence=None)["lam"] == 16  # the bare rate, as older curves are read
+
+
+def test_an_older_curve_is_bounded_by_its_recorded_sweep_size(tmp_path: Path) -> None:
+    curve = [{"lam": 16, "tau": 0.1, "agreement": 1.0, "measure": "functional_agreement", "acceptance_rate": 0.6}]
+    path = _bank_file(tmp_path, calibrated={"min_agreement": 0.95, "sweep_prompts": 16, "curve": curve})
+    assert CSDConfig.from_mapping({"lam": "auto", "memory_path": str(path)}).lam == math.inf
+    assert CSDConfig.from_mapping({"lam": "auto", "memory_path": str(path), "min_agreement": 0.85}).lam == 16
