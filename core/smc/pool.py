@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from specplug.core.smc.config import SMCConfig
-from specplug.core.smc.sampler import FinalResult, SMCSampler
+from specplug.core.smc.sampler import SMCSampler
 from specplug.core.smc.state import ParticleState
 from specplug.core.types import PAD_TOKEN
 
@@ -122,6 +122,11 @@ class ParticlePool:
         assert self.state is not None
         return int(self.state.cycles[self.row_of[group]])
 
+    def finished(self, rows: torch.Tensor) -> torch.Tensor:
+        """[G, N] finished flags of the rows (no copy of their tokens)."""
+        assert self.state is not None
+        return self.state.finished[rows]
+
     def lineage_tail(self, group: str, slot: int) -> tuple[bool, int, int]:
         """(finished, length, last token) of one slot's lineage."""
         assert self.state is not None
@@ -146,6 +151,3 @@ class ParticlePool:
         tokens = self.sampler.first_tokens(sub, prompt_logits)
         self.put(rows, sub)
         return tokens
-
-    def finalize(self, rows: torch.Tensor) -> FinalResult:
-        return self.sampler.finalize(self.take(rows))

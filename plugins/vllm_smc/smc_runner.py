@@ -235,7 +235,7 @@ class SMCRunner:
         cols = torch.arange(gamma + 1)
 
         # Lockstep: each group verifies exactly its live slots, γ drafts each, the drafts this runner drew.
-        live = ~pool.take(pool.rows(groups)).finished.cpu()
+        live = ~pool.finished(pool.rows(groups)).cpu()
         present = torch.zeros((len(groups), n), dtype=torch.int64).index_put_(
             (g_idx, slot), torch.ones_like(slot), accumulate=True
         )
@@ -351,7 +351,7 @@ class SMCRunner:
     ) -> None:
         """Fill the step's events from the pool state: fork plans, finished slots, and the results of ended groups."""
         n = pool.config.num_particles
-        state = pool.take(pool_rows)
+        state = pool.take(pool_rows)  # after the cycle's write-back: the state the events report
         finished = state.finished.tolist()
         if plan is not None and bool(plan.resampled.any()):
             pairs: dict[int, list[tuple[int, int]]] = {}
