@@ -97,7 +97,8 @@ PRESETS["toolspec"] = tuple(
     )
     for name, dataset, what in (
         ("tooltalk", "tooltalk", "ToolTalk conversations"),
-        ("bfcl-multiturn", "bfcl:multi_turn", "BFCL multi-turn conversations with executed earlier calls"),
+        # one record per turn, each with the earlier turns, their gold calls and those calls' results (bfcl-eval)
+        ("bfcl-multiturn", "bfcl:multi_turn_turns", "BFCL multi-turn conversations with executed earlier calls"),
     )
     for mode in ("free", "required")
 )
