@@ -108,7 +108,19 @@ def object_counts(top: int = 15) -> dict[str, int]:
     return dict(counts.most_common(top))
 
 
-def start_trace_from_env() -> threading.Thread | None:
+class HeapTrace(threading.Thread):
+    """The trace thread; `stop()` ends it (tests; an engine process just exits)."""
+
+    def __init__(self, run: Any) -> None:
+        super().__init__(target=run, name="specplug-heap-trace", daemon=True)
+        self.stopped = threading.Event()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stopped.set()
+        self.join(timeout)
+
+
+def start_trace_from_env() -> HeapTrace | None:
     """Start the heap trace thread when `SPECPLUG_HEAP_TRACE` is set (a debugging aid; off by default)."""
     path = os.environ.get(TRACE_ENV)
     if not path:
@@ -129,9 +141,10 @@ def start_trace_from_env() -> threading.Thread | None:
             except OSError as exc:  # a debugging aid never disturbs serving: it stops
                 log.warning("specplug: heap trace stopped (%s)", exc)
                 return
-            time.sleep(interval)
+            if thread.stopped.wait(interval):
+                return
 
-    thread = threading.Thread(target=run, name="specplug-heap-trace", daemon=True)
+    thread = HeapTrace(run)
     thread.start()
     log.info("specplug: heap trace every %.0f s to %s", interval, target)
     return thread

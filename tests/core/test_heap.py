@@ -17,10 +17,10 @@ def test_in_use_follows_a_live_allocation_and_trim_runs() -> None:
     import ctypes
 
     before = heap.heap_stats()
-    block = ctypes.create_string_buffer(100 << 10)  # below the mmap threshold: an arena allocation
+    blocks = [ctypes.create_string_buffer(64 << 10) for _ in range(64)]  # 4 MiB in arena-sized blocks
     held = heap.heap_stats()
-    assert held["in_use_mib"] >= before["in_use_mib"] + 0.09
-    del block
+    assert held["in_use_mib"] >= before["in_use_mib"] + 3.5  # other threads of this process move it far less
+    del blocks
     assert isinstance(heap.trim(), bool)
     assert heap.heap_stats()["rss_mib"] > 0
 
@@ -31,7 +31,8 @@ def test_the_trace_thread_writes_json_lines_only_when_asked(tmp_path: Path, monk
     monkeypatch.setenv(heap.TRACE_ENV, str(tmp_path / "trace"))
     monkeypatch.setenv(heap.INTERVAL_ENV, "0.05")
     monkeypatch.setenv(heap.OBJECTS_ENV, "2")  # every other line counts objects
-    assert heap.start_trace_from_env() is not None
+    thread = heap.start_trace_from_env()
+    assert thread is not None
     deadline = time.monotonic() + 5
     files: list[Path] = []
     while time.monotonic() < deadline:
@@ -39,6 +40,8 @@ def test_the_trace_thread_writes_json_lines_only_when_asked(tmp_path: Path, monk
         if files and len(files[0].read_text().splitlines()) >= 2:
             break
         time.sleep(0.05)
+    thread.stop()
+    assert not thread.is_alive()
     first, second = (json.loads(text) for text in files[0].read_text().splitlines()[:2])
     assert {"t_s", "rss_mib", "in_use_mib", "free_mib", "mmapped_mib"} <= first.keys()
     assert first["objects"]["function"] > 0 and "objects" not in second
