@@ -29,6 +29,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 from specplug.core.hookspecs import hookimpl
+from specplug.core.persist import MIB
 
 log = logging.getLogger("specplug")
 TRACE_ENV = "SPECPLUG_HEAP_TRACE"
@@ -36,7 +37,6 @@ INTERVAL_ENV = "SPECPLUG_HEAP_TRACE_INTERVAL_S"
 TRIM_ENV = "SPECPLUG_HEAP_TRIM_S"
 DEFAULT_TRIM_S = 60.0
 OBJECTS_ENV = "SPECPLUG_HEAP_TRACE_OBJECTS"  # every N-th sample also counts live Python objects by type (slow)
-MIB = 1 << 20
 
 
 def _libc() -> Any | None:

@@ -76,8 +76,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
             "(0..1) with the highest acceptance; serving with lam: auto (or a csd arm with lam=auto) uses it, and "
             "min_agreement there picks another budget from the same curve",
         )
-        p.add_argument("--lambdas", default="2,3,4,6,8,12", help="the λ grid of the budget sweep")
-        p.add_argument("--tau", default="0.01", help="the τ grid of the budget sweep (comma-separated, each in (0, 1])")
+        from specplug.bench.csd_budget import LAMBDA_GRID, TAU_GRID
+
+        p.add_argument("--lambdas", default=",".join(map(str, LAMBDA_GRID)), help="the λ grid of the budget sweep")
+        p.add_argument(
+            "--tau",
+            default=",".join(map(str, TAU_GRID)),
+            help="the τ grid of the budget sweep (comma-separated, each in (0, 1])",
+        )
         p.add_argument("--sweep-prompts", type=int, default=16, help="calibration prompts the budget sweep serves")
 
     def remember_arguments(p: argparse.ArgumentParser) -> None:

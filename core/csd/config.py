@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from specplug.core.config import check_integer, settings, with_draft_length
 from specplug.core.errors import ConfigError
-from specplug.core.persist import DataFileError, check_interval, check_save_path
+from specplug.core.persist import MIB, DataFileError, check_interval, check_save_path
 
 if TYPE_CHECKING:
     from specplug.core.csd.bank import CorrectionMemoryBank
@@ -149,9 +149,7 @@ def load_memory_file(
     from specplug.core.csd.bank import CorrectionMemoryBank
 
     try:
-        return CorrectionMemoryBank.load(
-            path, max_pairs, vocab_size=vocab_size, max_bytes=int(max_file_mib * (1 << 20))
-        )
+        return CorrectionMemoryBank.load(path, max_pairs, vocab_size=vocab_size, max_bytes=int(max_file_mib * MIB))
     except DataFileError as exc:
         if not optional:
             raise ConfigError("memory_path", path, f"a valid CSD memory file ({exc.reason})", method=METHOD) from None

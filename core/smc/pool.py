@@ -40,9 +40,6 @@ class ParticlePool:
     def __len__(self) -> int:
         return len(self.row_of)
 
-    def __contains__(self, group: str) -> bool:
-        return group in self.row_of
-
     # --- rows -------------------------------------------------------------------------------------------------
 
     def add(self, group: str, max_new_tokens: int, seed: int) -> int:
@@ -53,19 +50,17 @@ class ParticlePool:
         if not self._free or self.state is None or self.state.tokens.shape[-1] < capacity:
             self._grow(len(self.row_of) + 1, capacity)
         row = self._free.pop()
-        state = self.state
-        assert state is not None
-        state.tokens[row] = PAD_TOKEN
-        state.lengths[row] = 0
-        state.log_weights[row] = 0.0
-        state.interval_log_weights[row] = 0.0
-        state.finished[row] = False
-        state.log_z[row] = 0.0
-        state.seeds[row] = seed
-        state.cycles[row] = 0
-        state.num_resamples[row] = 0
-        state.max_new_tokens[row] = max_new_tokens
         self.row_of[group] = row
+        assert self.state is not None
+        fresh = ParticleState.create(
+            1,
+            self.config.num_particles,
+            max_new_tokens,
+            torch.tensor([seed]),
+            self.config.block_size,
+            self.device,
+        )
+        self.state.put(self.rows([group]), fresh)
         return row
 
     def remove(self, group: str) -> None:
@@ -100,11 +95,7 @@ class ParticlePool:
         )
         fresh.finished.fill_(True)
         if old is not None:
-            head = torch.arange(have, device=fresh.tokens.device)
-            for field in dataclasses.fields(old):
-                if field.name != "tokens":
-                    getattr(fresh, field.name)[head] = getattr(old, field.name)
-            fresh.tokens[:have, :, : old.tokens.shape[-1]] = old.tokens
+            fresh.put(torch.arange(have, device=fresh.tokens.device), old)
         self.state = fresh
         self._free = sorted(set(self._free) | set(range(have, total)), reverse=True)
 
@@ -118,9 +109,12 @@ class ParticlePool:
 
     # --- per-row facts ----------------------------------------------------------------------------------------
 
-    def cycle_of(self, group: str) -> int:
-        assert self.state is not None
-        return int(self.state.cycles[self.row_of[group]])
+    def cycles(self) -> dict[str, int]:
+        """Cycles each group has completed (the counter of its random streams), without copying any row."""
+        if self.state is None:
+            return {}
+        groups = list(self.row_of)
+        return dict(zip(groups, self.state.cycles[self.rows(groups)].tolist(), strict=True))
 
     def finished(self, rows: torch.Tensor) -> torch.Tensor:
         """[G, N] finished flags of the rows (no copy of their tokens)."""
@@ -145,9 +139,9 @@ class ParticlePool:
         assert self.state is not None
         self.state.put(rows, sub)
 
-    def first_tokens(self, rows: torch.Tensor, prompt_logits: torch.Tensor) -> torch.Tensor:
-        """Every particle's first token for the groups at `rows` (prompt_logits [G, V]) → [G, N]."""
+    def first_tokens(self, rows: torch.Tensor, prompt_logits: torch.Tensor) -> tuple[torch.Tensor, ParticleState]:
+        """Every particle's first token for the groups at `rows` (prompt_logits [G, V]) → ([G, N], their state)."""
         sub = self.take(rows)
         tokens = self.sampler.first_tokens(sub, prompt_logits)
         self.put(rows, sub)
-        return tokens
+        return tokens, sub

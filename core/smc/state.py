@@ -101,11 +101,17 @@ class ParticleState:
         return ParticleState(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
 
     def put(self, rows: torch.Tensor, sub: ParticleState) -> None:
-        """Write back a state that `take(rows)` returned (and a cycle advanced)."""
+        """Write `sub` into requests `rows`: a state that `take(rows)` returned (and a cycle advanced), or any other
+        state whose token buffer is no wider (the rest of those rows' buffers is reset to PAD_TOKEN)."""
         if sub is self:
             return
+        width = sub.tokens.shape[-1]
         for f in fields(self):
-            getattr(self, f.name)[rows] = getattr(sub, f.name)
+            if f.name == "tokens" and width < self.tokens.shape[-1]:
+                self.tokens[rows, :, width:] = PAD_TOKEN
+                self.tokens[rows, :, :width] = sub.tokens
+            else:
+                getattr(self, f.name)[rows] = getattr(sub, f.name)
 
     def particle_tokens(self, request: int, particle: int) -> list[int]:
         return self.tokens[request, particle, : int(self.lengths[request, particle])].tolist()

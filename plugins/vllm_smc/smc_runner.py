@@ -197,10 +197,9 @@ class SMCRunner:
         for pool, items in by_pool.items():
             groups = [g for g, _ in items]
             rows = torch.tensor([r for _, r in items], dtype=torch.int64)
-            pool_rows = pool.rows(groups)
-            first = pool.first_tokens(pool_rows, logits[starts[rows].to(logits.device)])
+            first, state = pool.first_tokens(pool.rows(groups), logits[starts[rows].to(logits.device)])
             out[rows, 0] = first[:, 0].to(device="cpu", dtype=torch.int32)
-            self._emit(pool, groups, pool_rows, [GroupEvent(g, "start", 0) for g in groups])
+            self._emit(pool, groups, state, [GroupEvent(g, "start", 0) for g in groups])
 
     def _force(self, tag: ParticleTag, request_id: str, out: torch.Tensor, row: int) -> None:
         """A particle request that joins its group (a new slot or a fork) continues its lineage's last token."""
@@ -309,7 +308,7 @@ class SMCRunner:
                 extra={"groups": groups, "cycles": [e.cycle for e in events]},
             )
         )
-        self._emit(pool, groups, pool_rows, events, result.plan)
+        self._emit(pool, groups, state, events, result.plan)
 
     def _check_forks(
         self,
@@ -345,13 +344,13 @@ class SMCRunner:
         self,
         pool: ParticlePool,
         groups: list[str],
-        pool_rows: torch.Tensor,
+        state: ParticleState,
         events: list[GroupEvent],
         plan: ForkPlan | None = None,
     ) -> None:
-        """Fill the step's events from the pool state: fork plans, finished slots, and the results of ended groups."""
+        """Fill the step's events from the groups' state after the step (`state`, rows in `groups` order): fork
+        plans, finished slots, and the results of ended groups."""
         n = pool.config.num_particles
-        state = pool.take(pool_rows)  # after the cycle's write-back: the state the events report
         finished = state.finished.tolist()
         if plan is not None and bool(plan.resampled.any()):
             pairs: dict[int, list[tuple[int, int]]] = {}
@@ -398,11 +397,7 @@ class SMCRunner:
     def propose(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         batch = self.runner.input_batch
         req_ids = list(batch.req_ids[: batch.num_reqs])
-        cycle_of = {
-            group: cycle
-            for pool in self.pools.values()
-            for group, cycle in zip(pool.row_of, pool.take(pool.rows(list(pool.row_of))).cycles.tolist(), strict=True)
-        }
+        cycle_of = {group: cycle for pool in self.pools.values() for group, cycle in pool.cycles().items()}
         seeds, cycles, slots, particle = [], [], [], []
         for request_id in req_ids:
             tag = self.tag(request_id)

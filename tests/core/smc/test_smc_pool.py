@@ -55,7 +55,7 @@ def test_a_pooled_row_draws_what_a_lone_state_draws() -> None:
     pool.add("x", 12, seed=1)
     pool.add("y", 12, seed=42)
     logits = torch.randn(2, VOCAB, generator=gen)
-    pooled = pool.first_tokens(pool.rows(["y", "x"]), logits)
+    pooled, _ = pool.first_tokens(pool.rows(["y", "x"]), logits)
     alone = SMCSampler(CONFIG, (EOS,))
     state = alone.start(1, 12, [42])
     assert torch.equal(alone.first_tokens(state, logits[:1]), pooled[:1])
