@@ -193,10 +193,14 @@ def check_vllm_config(vllm_config: Any) -> str | None:
 def _pin_resolved(vllm_config: Any, given: dict[str, Any], config: Any) -> None:
     """Hand the engine what the front end decided, so both serve the same: a memory refused under
     `memory_optional` is dropped, and `lam: auto` becomes the λ, τ and `online` the calibration curve gave."""
-    extra = vllm_config.additional_config[ADDITIONAL_CONFIG_KEY]
-    if given.get("memory_path") and getattr(config, "memory_path", "") is None:
+    drop_memory = bool(given.get("memory_path")) and getattr(config, "memory_path", "") is None
+    auto = str(given.get("lam", "")).strip().lower() == "auto"
+    if not (drop_memory or auto):
+        return  # nothing decided here; the legacy `model="specplug.X"` form carries no additional_config at all
+    extra = vllm_config.additional_config.setdefault(ADDITIONAL_CONFIG_KEY, {})
+    if drop_memory:
         extra["memory_path"] = None
-    if str(given.get("lam", "")).strip().lower() == "auto":
+    if auto:
         import math
 
         extra["lam"] = "inf" if config.lam == math.inf else config.lam

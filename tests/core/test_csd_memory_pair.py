@@ -155,3 +155,15 @@ def test_vllm_front_end_hands_the_engine_what_it_decided(tmp_path: Path, target:
     check_vllm_config(config)
     pinned = config.additional_config["specplug"]
     assert (pinned["lam"], pinned["tau"], pinned["online"]) == (3, 0.2, False)
+
+
+def test_pinning_leaves_a_legacy_config_without_a_specplug_block_alone() -> None:
+    """`speculative_config={"model": "specplug.ToolSpec"}` carries no additional_config: nothing to pin, no KeyError
+    (CI caught this once)."""
+    from types import SimpleNamespace
+
+    from specplug.plugins.vllm_smc.settings import _pin_resolved
+
+    legacy = SimpleNamespace(additional_config={})
+    _pin_resolved(legacy, {}, SimpleNamespace(memory_path=None, lam=6.0))
+    assert legacy.additional_config == {}
