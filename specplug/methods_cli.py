@@ -148,7 +148,8 @@ def _calibration_arm(args: argparse.Namespace) -> Any:
     from specplug.bench.arms import parse_arm
 
     kind, _, rest = args.proposer.partition(":")
-    return parse_arm(f"csd:proposer={kind}:lam=inf:namespace={args.namespace}" + (f":{rest}" if rest else ""))
+    arm = f"csd:proposer={kind}:lam=inf:namespace={args.namespace}:tenants=shared"  # the calibrated memory learns
+    return parse_arm(arm + (f":{rest}" if rest else ""))
 
 
 def calibrated_pair(model_path: Path, arm: Any) -> dict[str, str]:

@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from specplug.core.csd.memory import CorrectionMemory
 from specplug.core.persist import (
@@ -22,6 +22,9 @@ from specplug.core.persist import (
     read_data_file,
     write_data_file,
 )
+
+if TYPE_CHECKING:
+    from specplug.core.csd.tenants import TenantMemory
 
 log = logging.getLogger("specplug")
 
@@ -49,6 +52,21 @@ class CorrectionMemoryBank:
                     raise ValueError(f"more than {MAX_NAMESPACES} correction-memory namespaces; refusing {namespace!r}")
                 found = self._memories[namespace] = CorrectionMemory(self.max_pairs)
             return found
+
+    def tenant_memory(self, name: str, base: CorrectionMemory, max_pairs: int) -> TenantMemory:
+        """The memory of tenant namespace `name`, learning on top of `base` (`core.csd.tenants`): the one read from
+        the file under that name, or a new empty one."""
+        from specplug.core.csd.tenants import TenantMemory
+
+        with self._lock:
+            found = self._memories.get(name)
+            if isinstance(found, TenantMemory) and found.base is base:
+                return found
+            if found is None and len(self._memories) >= MAX_NAMESPACES:
+                raise ValueError(f"more than {MAX_NAMESPACES} correction-memory namespaces; refusing {name!r}")
+            memory = TenantMemory.adopt(found, base, max_pairs) if found is not None else TenantMemory(base, max_pairs)
+            self._memories[name] = memory
+            return memory
 
     def namespaces(self) -> list[str]:
         with self._lock:

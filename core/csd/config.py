@@ -24,6 +24,7 @@ log = logging.getLogger("specplug")
 
 METHOD = "csd"
 MAX_PAIRS_LIMIT = 1 << 26  # 64M pairs: far beyond any vocabulary pair set seen in practice, still fits in RAM
+TENANT_MODES = ("separate", "shared")  # per-tenant learning (`core.csd.tenants`), or one memory for every request
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class CSDConfig:
     memory_optional: bool = False  # a bad memory_path: serve without it (logged) instead of refusing to start
     max_file_mib: float = 256.0  # a memory file above this is refused before it is read
     min_agreement: float | None = None  # with lam "auto": the budget to choose for (default: the calibrated one)
+    tenants: str = "separate"  # "separate": each tenant learns on top of the read-only calibrated memory (tenants)
+    max_tenants: int = 64  # tenants that learn; a new one past this reads the calibrated memory and learns nothing
+    max_pairs_per_tenant: int = 65_536  # a tenant's own counts (eviction: least frequent, then least recent)
+    trust_claimed_tenant: bool = False  # opt-in: names a client only claims (OpenAI `user`) learn as tenants
 
     def __post_init__(self) -> None:
         lam = self.lam
@@ -55,7 +60,11 @@ class CSDConfig:
         if not isinstance(self.namespace, str) or not self.namespace or len(self.namespace) > 200:
             raise ConfigError("namespace", self.namespace, "a non-empty name of at most 200 characters", method=METHOD)
         check_interval("save_interval_s", self.save_interval_s, method=METHOD)
-        for name in ("online", "memory_optional"):
+        if self.tenants not in TENANT_MODES:
+            raise ConfigError("tenants", self.tenants, " or ".join(f'"{m}"' for m in TENANT_MODES), method=METHOD)
+        check_integer("max_tenants", self.max_tenants, 1, 4096, method=METHOD)
+        check_integer("max_pairs_per_tenant", self.max_pairs_per_tenant, 1, MAX_PAIRS_LIMIT, method=METHOD)
+        for name in ("online", "memory_optional", "trust_claimed_tenant"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, getattr(self, name), "true or false", method=METHOD)
         mib = self.max_file_mib

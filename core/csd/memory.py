@@ -71,9 +71,11 @@ class CorrectionMemory:
                 counts[key] = new
                 last[key] = self._clock
                 self.observations += amount
-                for m in watched:
-                    if old < m <= new:
-                        watched[m] = None
+                if watched:
+                    held = self._base_count(key)  # a pair's count is what a base holds plus this memory's own
+                    for m in watched:
+                        if old + held < m <= new + held:
+                            watched[m] = None
             if len(counts) > self.max_pairs:
                 self._evict(max(1, int(self.max_pairs * EVICT_TO)))
 
@@ -103,8 +105,7 @@ class CorrectionMemory:
         with self._lock:
             cached = self._eligible.get(min_count)
             if cached is None:
-                picked = [k for k, c in self._counts.items() if c >= min_count]
-                cached = torch.tensor(sorted(picked), dtype=torch.int64)
+                cached = self._eligible_tensor(min_count)
                 self._eligible[min_count] = cached
             if device is None or torch.device(device) == cached.device:
                 return cached
@@ -113,6 +114,15 @@ class CorrectionMemory:
             if found is None or found[0] is not cached:
                 found = self._on_device[slot] = (cached, cached.to(device))
             return found[1]
+
+    def _eligible_tensor(self, min_count: int) -> torch.Tensor:
+        """Sorted keys counted at least `min_count` times (called with the lock held)."""
+        return torch.tensor(sorted(k for k, c in self._counts.items() if c >= min_count), dtype=torch.int64)
+
+    def _base_count(self, key: int) -> int:
+        """What a read-only base adds to `key`'s count (none here; `core.csd.tenants.TenantMemory` has one)."""
+        del key
+        return 0
 
     def counts(self, draft: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Current count of each (draft[i], target[i]) pair (0 when never seen or evicted)."""

@@ -4,7 +4,9 @@
 - memory: the namespaced correction-memory bank (`memory_path` loaded and checked at startup);
 - verifier: the calibrated chain or tree rule, reading the session's memory and never writing it;
 - online learning: `specplug_on_step` adds the step's judged mismatches (`outcome.extra["mismatches"]`, [M, 2]
-  (draft, target) pairs) to the memory, so every engine learns the same way; hosts never announce warm-up steps;
+  (draft, target) pairs, with their rows in `extra["mismatch_rows"]`) to the memory of each row's tenant
+  (`core.csd.tenants`: the request starts and finishes announced tell which request is whose), so every engine
+  learns the same way; hosts never announce warm-up steps;
 - persistence: the memory is saved every `save_interval_s` from the step announcements (in the background) and
   at the orderly close of the session (`core.persist.PeriodicSaver`);
 - admission: greedy requests only, no logprobs.
@@ -23,6 +25,7 @@ from specplug.core.types import MethodInfo, PluginInfo
 
 if TYPE_CHECKING:
     from specplug.core.csd.bank import CorrectionMemoryBank
+    from specplug.core.csd.tenants import TenantMemories
     from specplug.core.host import MethodSession
     from specplug.core.types import RequestContext, StepOutcome, Verifier
 
@@ -71,6 +74,7 @@ def specplug_make_memory(kind: str, config: Mapping[str, Any], session: MethodSe
 def specplug_make_verifier(method: str, config: Mapping[str, Any], session: MethodSession | None) -> Verifier | None:
     if method not in METHODS:
         return None
+    from specplug.core.csd.tenants import TenantMemories
     from specplug.core.csd.verifier import CalibratedChainVerifier, CalibratedTreeVerifier
 
     cfg = session_config(config, session)
@@ -80,6 +84,9 @@ def specplug_make_verifier(method: str, config: Mapping[str, Any], session: Meth
     verifier = kind(bank.memory(cfg.namespace), cfg, update_memory=cfg.online and session is None)
     verifier.bank = bank
     if session is not None:
+        verifier.tenants = TenantMemories(bank, cfg)
+        verifier.tenants.load_tenants()
+        session.data["csd_tenants"] = verifier.tenants
         session.data["csd"] = PeriodicSaver(
             lambda path: bank_of(session).save(path), cfg.save_path, cfg.save_interval_s, "CSD"
         )
@@ -105,16 +112,35 @@ def specplug_refuse_request(method: str, request: RequestContext) -> list[str] |
     return reasons
 
 
+def _tenants(session: MethodSession | None) -> TenantMemories | None:
+    if session is None or session.method not in METHODS:
+        return None
+    return getattr(session.verifier, "tenants", None)
+
+
+@hookimpl
+def specplug_on_request_start(request: RequestContext, session: MethodSession | None) -> None:
+    tenants = _tenants(session)
+    if tenants is not None:
+        tenants.start(request.request_id, request.tenant)
+
+
+@hookimpl
+def specplug_on_request_finish(request_id: str, session: MethodSession | None) -> None:
+    tenants = _tenants(session)
+    if tenants is not None:
+        tenants.finish(request_id)
+
+
 @hookimpl
 def specplug_on_step(outcome: StepOutcome, session: MethodSession | None) -> None:
-    if session is None or session.method not in METHODS:
-        return
-    saver: PeriodicSaver | None = session.data.get("csd")
+    tenants = _tenants(session)
+    saver: PeriodicSaver | None = session.data.get("csd") if tenants is not None else None
     if saver is None:
         return
     pairs = outcome.extra.get("mismatches")
     if session.verifier.config.online and pairs is not None and pairs.numel():
-        session.verifier.memory.observe(pairs[:, 0], pairs[:, 1])
+        tenants.observe(outcome.request_ids, pairs, outcome.extra.get("mismatch_rows"))
     saver.maybe_save()
 
 

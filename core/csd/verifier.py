@@ -20,13 +20,15 @@ that the memory rebuilds only when a pair crosses the threshold.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from specplug.core.csd.config import CSDConfig
-from specplug.core.csd.memory import CorrectionMemory, pair_keys
+from specplug.core.csd.memory import CorrectionMemory
+from specplug.core.csd.tenants import TenantMemories, frequent_pairs
 from specplug.core.types import PAD_TOKEN, DraftBatch, TokenVerdict, VerifyResult
 from specplug.core.verifiers._chain import assemble, leading_true, positions_mask
 from specplug.core.verifiers.greedy_tree import check_tree, resolve_tree
@@ -37,23 +39,27 @@ class CalibratedVerifyResult(VerifyResult):
     """VerifyResult plus what the memory learns from this step.
 
     mismatches: [M, 2] int64 (draft, target) pairs judged on the live path where the draft differed.
+    mismatch_rows: [M] int64, the batch row of each mismatch (its request's tenant learns it: `core.csd.tenants`).
     num_rescued: [B] rescued tokens among the accepted ones.
     """
 
     mismatches: torch.Tensor | None = None
+    mismatch_rows: torch.Tensor | None = None
     num_rescued: torch.Tensor | None = None
 
 
 def rescue_rule(
     tokens: torch.Tensor,
     logits: torch.Tensor,
-    memory: CorrectionMemory | None,
+    memory: CorrectionMemory | Sequence[CorrectionMemory] | None,
     config: CSDConfig,
+    rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For draft tokens [B, K] scored by logits [B, K, V]: (best [B, K], exact [B, K], rescue [B, K]).
 
     `rescue` is the CSD predicate alone (mismatch ∧ frequent pair ∧ within ln τ); callers combine it with
-    validity and with the path structure.
+    validity and with the path structure. `memory` may be one per row (tenants), with `rows` giving each token's
+    row when `tokens` is not [B, K].
     """
     best = logits.argmax(dim=-1)
     exact = tokens == best
@@ -68,8 +74,9 @@ def rescue_rule(
     else:
         if memory is None:
             raise ValueError("CSD with a finite λ needs a correction memory")
-        keys = memory.keys_at_least(need, tokens.device)
-        frequent = torch.isin(pair_keys(tokens.clamp_min(0), best), keys)
+        if rows is None and tokens.dim() == 2:
+            rows = torch.arange(tokens.shape[0], device=tokens.device).unsqueeze(1).expand_as(tokens)
+        frequent = frequent_pairs(tokens, best, memory, need, rows)
     return best, exact, ~exact & close & frequent
 
 
@@ -81,6 +88,7 @@ class _Calibrated:
         self.memory = memory if memory is not None else CorrectionMemory(self.config.max_pairs)
         self.update_memory = update_memory
         self.bank: Any = None  # the namespaced bank `memory` belongs to, when it came from one
+        self.tenants: TenantMemories | None = None  # inside a host: which memory each request reads
 
     def load_memory(self, path: str) -> Any:
         """Read a memory file (refused with `DataFileError` if bad) and verify with it from now on."""
@@ -88,13 +96,26 @@ class _Calibrated:
 
         bank = CorrectionMemoryBank.load(path, self.config.max_pairs)
         self.bank, self.memory = bank, bank.memory(self.config.namespace)
+        if self.tenants is not None:  # requests in flight keep their tenants; tenants learn on the new file's
+            self.tenants = self.tenants.rebind(bank)
         return bank
 
-    def _learn(self, tokens: torch.Tensor, best: torch.Tensor, judged: torch.Tensor) -> torch.Tensor:
+    def _reading(self, request_ids: Sequence[str] | None) -> CorrectionMemory | list[CorrectionMemory]:
+        """The memory of each row: its request's tenant's when the host named the rows, else the session's."""
+        if self.tenants is None or request_ids is None:
+            return self.memory
+        return self.tenants.reading(request_ids)
+
+    def _learn(
+        self, result: CalibratedVerifyResult, tokens: torch.Tensor, best: torch.Tensor, judged: torch.Tensor
+    ) -> CalibratedVerifyResult:
+        """Record the step's judged mismatches (and their rows) in `result`; a verifier outside a host counts them
+        in its memory itself."""
         pairs = torch.stack([tokens[judged], best[judged]], dim=1).to(torch.int64)
         if self.update_memory and pairs.numel():
             self.memory.observe(pairs[:, 0], pairs[:, 1])
-        return pairs
+        result.mismatches, result.mismatch_rows = pairs, judged.nonzero()[:, 0]
+        return result
 
 
 def resolve_chain(
@@ -138,35 +159,43 @@ class CalibratedChainVerifier(_Calibrated):
         *,
         layout: str = "padded",
         bonus: torch.Tensor | None = None,
+        request_ids: Sequence[str] | None = None,
         **_: object,
     ) -> CalibratedVerifyResult:
         if layout == "flat":
             if bonus is None:
                 raise ValueError("CSD: the flat layout needs the bonus tokens")
-            return self.verify_flat(draft, target_logits, bonus)
+            return self.verify_flat(draft, target_logits, bonus, request_ids)
         k = draft.max_tokens
-        best, exact, rescue = rescue_rule(draft.tokens, target_logits[:, :k], self.memory, self.config)
+        memory = self._reading(request_ids)
+        best, exact, rescue = rescue_rule(draft.tokens, target_logits[:, :k], memory, self.config)
         bonus = target_logits.argmax(dim=-1).gather(1, draft.num_tokens.unsqueeze(1)).squeeze(1)
         result, judged = resolve_chain(draft.tokens, draft.num_tokens, best, exact, rescue, bonus)
-        result.mismatches = self._learn(draft.tokens, best, judged)
-        return result
+        return self._learn(result, draft.tokens, best, judged)
 
-    def verify_flat(self, draft: DraftBatch, flat_logits: torch.Tensor, bonus: torch.Tensor) -> CalibratedVerifyResult:
+    def verify_flat(
+        self,
+        draft: DraftBatch,
+        flat_logits: torch.Tensor,
+        bonus: torch.Tensor,
+        request_ids: Sequence[str] | None = None,
+    ) -> CalibratedVerifyResult:
         """The same rule on an engine's flat layout: `flat_logits` [T, V] score the T = Σ num_tokens draft tokens
         row after row (no bonus positions), `bonus` [B] is the token after a fully accepted chain. Only [B, K]
         verdicts are padded, never the logits (what vLLM would otherwise copy)."""
         num, k = draft.num_tokens.to(torch.int64), draft.max_tokens
         valid = positions_mask(num, k)
         flat_tokens = draft.tokens[valid]
-        best_flat, exact_flat, rescue_flat = rescue_rule(flat_tokens, flat_logits, self.memory, self.config)
+        memory = self._reading(request_ids)
+        rows = None if not isinstance(memory, list) else valid.nonzero()[:, 0]
+        best_flat, exact_flat, rescue_flat = rescue_rule(flat_tokens, flat_logits, memory, self.config, rows)
         best = torch.zeros_like(draft.tokens)
         exact = torch.zeros_like(valid)
         rescue = torch.zeros_like(valid)
         best[valid], exact[valid], rescue[valid] = best_flat, exact_flat, rescue_flat
         tokens = torch.where(valid, draft.tokens, PAD_TOKEN)
         result, judged = resolve_chain(tokens, num, best, exact, rescue, bonus.to(torch.int64))
-        result.mismatches = self._learn(tokens, best, judged)
-        return result
+        return self._learn(result, tokens, best, judged)
 
 
 class CalibratedTreeVerifier(_Calibrated):
@@ -179,21 +208,26 @@ class CalibratedTreeVerifier(_Calibrated):
 
     name = "csd_tree"
 
-    def verify(self, draft: DraftBatch, target_logits: torch.Tensor, **_: object) -> CalibratedVerifyResult:
+    def verify(
+        self,
+        draft: DraftBatch,
+        target_logits: torch.Tensor,
+        request_ids: Sequence[str] | None = None,
+        **_: object,
+    ) -> CalibratedVerifyResult:
         check_tree(draft)
         assert draft.parents is not None
         scoring = target_logits.gather(
             1, (draft.parents + 1).unsqueeze(-1).expand(-1, -1, target_logits.shape[-1])
         )  # [B, K, V]: the logits each node is judged by
-        node_best, exact, rescue = rescue_rule(draft.tokens, scoring, self.memory, self.config)
+        node_best, exact, rescue = rescue_rule(draft.tokens, scoring, self._reading(request_ids), self.config)
         resolved = resolve_tree(draft, target_logits.argmax(dim=-1), exact | rescue, rescued=rescue)
         result = resolved.result
-        mismatches = self._learn(draft.tokens, node_best, resolved.reached & ~exact)
-        return CalibratedVerifyResult(
+        calibrated = CalibratedVerifyResult(
             num_accepted=result.num_accepted,
             output_tokens=result.output_tokens,
             verdicts=result.verdicts,
             accepted_path=result.accepted_path,
-            mismatches=mismatches,
             num_rescued=(result.verdicts == TokenVerdict.RESCUED).sum(dim=1),
         )
+        return self._learn(calibrated, draft.tokens, node_best, resolved.reached & ~exact)

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from specplug.core.errors import ConfigError
-from specplug.core.host import MethodSession
+from specplug.core.host import MethodSession, tenant_from_salt
 from specplug.core.types import RequestContext, StepOutcome
 from specplug.plugins.sglang_csd.settings import ALGORITHM, METHODS, CSDSettings, method_config
 from specplug.plugins.sglang_csd.tree_layout import draft_batch_from_sglang, sglang_outputs
@@ -72,7 +72,12 @@ def request_context(req: Any) -> RequestContext:
     params = getattr(req, "sampling_params", None)
     sampling = {name: getattr(params, name) for name in SAMPLING_FIELDS if hasattr(params, name)}
     prompt = getattr(req, "origin_input_ids", None) or ()
-    return RequestContext(request_id=str(req.rid), prompt_token_ids=[int(t) for t in prompt], sampling=sampling)
+    return RequestContext(
+        request_id=str(req.rid),
+        prompt_token_ids=[int(t) for t in prompt],
+        tenant=tenant_from_salt(getattr(req, "cache_salt", None)),  # SGLang's per-tenant prefix-cache key
+        sampling=sampling,
+    )
 
 
 def finish_reason(req: Any, natural_stop: bool) -> str:
@@ -114,7 +119,7 @@ class CSDRuntime:
         self.verifier = self.session.verifier
         self.memory = getattr(self.verifier, "memory", None)  # what the verifier reads (CSD: the namespace's)
         self._label_memory(model_path)
-        self.pending: list[torch.Tensor] = []  # this step's judged mismatch pairs
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # this step's judged mismatches, their rows
         self._rows: list[_Rows] = []
         self._requests: dict[str, Any] = {}  # announced as started, not yet finished: request id -> SGLang Req
         self.steps = self.calibrated_rows = self.rescued_tokens = self.extra_tokens = self.failures = 0
@@ -173,7 +178,9 @@ class CSDRuntime:
         proposed = draft.num_tokens
         if greedy_rows is not None:
             draft.num_tokens = torch.where(greedy_rows.to(torch.bool), proposed, 0)
-        result = self.session.verify(draft, logits.reshape(bs, n, -1))
+        ids, reqs = _row_ids(requests, bs)
+        self._announce_new(ids, reqs)  # before verifying: a request's tenant decides which memory it reads
+        result = self.session.verify(draft, logits.reshape(bs, n, -1), request_ids=ids)
         ours_predict, ours_lens, ours_index = sglang_outputs(result, retrieve_index, predict.dtype)
         take = ours_lens > accept_lens
         new_predict = torch.where(take.repeat_interleave(n), ours_predict, predict)
@@ -183,11 +190,13 @@ class CSDRuntime:
             self.sync([new_predict, new_index, new_lens])
         mismatches = getattr(result, "mismatches", None)
         if mismatches is not None and mismatches.numel():
-            self.pending.append(mismatches)
+            offset = sum(len(part.request_ids) for part in self._rows)  # rows of the step's announcement
+            rows = getattr(result, "mismatch_rows", None)
+            rows = rows + offset if rows is not None else torch.full((len(mismatches),), -1, dtype=torch.int64)
+            self.pending.append((mismatches, rows))
         rescued = getattr(result, "num_rescued", None)
         if rescued is not None:
             rescued = torch.where(take, rescued, 0)
-        ids, reqs = _row_ids(requests, bs)
         self._rows.append(_Rows(ids, reqs, proposed, new_lens.to(torch.int64) - 1, rescued, fallback=False))
         self.steps += 1
         self.calibrated_rows += int(draft.num_tokens.gt(0).sum())
@@ -227,13 +236,11 @@ class CSDRuntime:
         if not rows:
             return 0
         for part in rows:
-            for rid, req in zip(part.request_ids, part.requests or (), strict=False):
-                if rid not in self._requests:
-                    self._requests[rid] = req
-                    self.session.request_started(request_context(req))
+            self._announce_new(part.request_ids, part.requests)
         extra: dict[str, Any] = {}
         if pending:
-            extra["mismatches"] = torch.cat(pending).cpu()
+            extra["mismatches"] = torch.cat([pairs for pairs, _ in pending]).cpu()
+            extra["mismatch_rows"] = torch.cat([rows for _, rows in pending]).cpu()
         if all(part.fallback for part in rows):
             extra["fallback"] = True
         outcome = StepOutcome(
@@ -249,6 +256,12 @@ class CSDRuntime:
         self._record_stats()
         self.session.step(outcome)
         return self._observations() - before
+
+    def _announce_new(self, ids: Sequence[str], requests: Sequence[Any] | None) -> None:
+        for rid, req in zip(ids, requests or (), strict=False):
+            if rid not in self._requests:
+                self._requests[rid] = req
+                self.session.request_started(request_context(req))
 
     def discard(self) -> None:
         """Forget this step (the forward failed): nothing of it is announced, nothing learned."""

@@ -47,15 +47,20 @@ class SpecplugRejectionSampler(RejectionSampler):
         ).sampled_token_ids.reshape(-1)
         draft = _draft_batch(metadata)
         verifier = self.session.verifier
+        ids = self._row_ids(len(metadata.num_draft_tokens))
         if getattr(verifier, "flat_layout", False):
             target = logits[metadata.target_logits_indices].to(torch.float32)
             target = self.apply_logits_processors(target, sampling_metadata, metadata)
-            result = self.session.verify(draft, target, layout="flat", bonus=bonus)
+            result = self.session.verify(draft, target, layout="flat", bonus=bonus, request_ids=ids)
         else:
-            result = self.session.verify(draft, _padded_logits(metadata, logits, draft))
+            result = self.session.verify(draft, _padded_logits(metadata, logits, draft), request_ids=ids)
         if not self.warming_up:
             self._announce(metadata, None, result)
         return SamplerOutput(sampled_token_ids=result.output_tokens.to(torch.int32), logprobs_tensors=None)
+
+    def _row_ids(self, batch: int) -> list[str]:
+        """The request id of each row of this step (set by the runner patch; positions when it did not run)."""
+        return self.req_ids[:batch] if len(self.req_ids) >= batch else [str(i) for i in range(batch)]
 
     def _announce(self, metadata: Any, sampled: torch.Tensor | None, result: Any, fallback: bool = False) -> None:
         num = torch.tensor(metadata.num_draft_tokens, dtype=torch.int64)
@@ -65,9 +70,11 @@ class SpecplugRejectionSampler(RejectionSampler):
         else:
             accepted = result.num_accepted.cpu()
             rescued = getattr(result, "num_rescued", None)
-            mismatches = getattr(result, "mismatches", None)
-            extra = {"mismatches": mismatches} if mismatches is not None else {}
-        ids = self.req_ids[: len(num)] if len(self.req_ids) >= len(num) else [str(i) for i in range(len(num))]
+            extra = {}
+            for key in ("mismatches", "mismatch_rows"):  # what CSD learns, and whose rows taught it
+                if getattr(result, key, None) is not None:
+                    extra[key] = getattr(result, key)
+        ids = self._row_ids(len(num))
         self.session.step(
             StepOutcome(request_ids=ids, num_proposed=num, num_accepted=accepted, num_rescued=rescued, extra=extra)
         )

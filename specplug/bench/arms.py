@@ -11,7 +11,8 @@ csd[:proposer=ngram|suffix|draft_model:…:lam=6:tau=0.01:memory=FILE:namespace=
                         file = a cold memory that learns online; `namespace` picks one memory of a file that holds
                         several; lam=auto takes λ and τ from a memory calibrated with `specplug csd calibrate
                         --min-agreement`, for its budget or `budget=B` (chosen from the same recorded curve), served
-                        frozen
+                        frozen; tenants=shared learns into the memory itself (what `specplug csd calibrate` does)
+                        instead of the tenant "bench" every benchmark request belongs to
 toolspec[:k=24:memory=FILE:format=auto:schema=1:retrieval=1:recycling=1:tokens=N]  ToolSpec drafts (schema-forced
                         tokens, retrieval, token recycling; 0 switches a source off); memory = a warm retrieval memory
                         file (`specplug toolspec remember`), none = cold; tokens = memory_tokens_per_tenant (0: its
@@ -52,6 +53,7 @@ ARM_KINDS: dict[str, dict[str, Any]] = {
         "memory": "",
         "namespace": "default",
         "budget": "",  # "" = the budget the memory was calibrated for
+        "tenants": "separate",  # as served; bench requests are all the operator-named tenant "bench"
     },
     "toolspec": {"k": 24, "memory": "", "format": "auto", "schema": 1, "retrieval": 1, "recycling": 1, "tokens": 0},
     "suffix": {"k": 24, "depth": 24, "factor": 1.0, "prob": 0.1},
@@ -148,6 +150,7 @@ def csd_settings(arm: Arm) -> dict[str, Any]:
         "lam": "inf" if str(lam).lower() in {"inf", "infinity"} else lam,
         "memory_path": o["memory"] or None,
         "namespace": o["namespace"],
+        "tenants": o["tenants"],
     }
     if str(lam).lower() == "auto":
         if o["budget"] != "":

@@ -106,6 +106,17 @@ def csd_sampler(config: dict[str, Any], gamma: int) -> Any:
     return SpecplugRejectionSampler(Sampler(), None, torch.device("cpu"), session=session)
 
 
+def announce(sampler: Any, batch: int, tenants: int = 1) -> Any:
+    """What vLLM's host does before a step: the rows' requests announced (`session.request_started`), spread over
+    `tenants` deployment-named tenants, so CSD's per-tenant memories learn as they do while serving."""
+    from specplug.core.types import RequestContext
+
+    sampler.req_ids = [f"r{i}" for i in range(batch)]
+    for i, rid in enumerate(sampler.req_ids):
+        sampler.session.request_started(RequestContext(rid, [], tenant=f"tenant-{i % tenants}"))
+    return sampler
+
+
 def measure_csd(
     batch: int = 64, gamma: int = 6, vocab: int = 49152, pairs: int = 100_000, repeats: int = 20
 ) -> dict[str, Any]:
@@ -128,8 +139,9 @@ def measure_csd(
     with tempfile.TemporaryDirectory(prefix="specplug-overhead-") as tmp:
         memory = str(Path(tmp) / "csd-memory.json")
         bank.save(memory)
-        online = csd_sampler({"memory_path": memory}, gamma)
-        frozen = csd_sampler({"memory_path": memory, "online": False}, gamma)
+        online = announce(csd_sampler({"memory_path": memory}, gamma), batch)
+        spread = announce(csd_sampler({"memory_path": memory}, gamma), batch, tenants=4)
+        frozen = announce(csd_sampler({"memory_path": memory, "online": False}, gamma), batch)
     standard_ids = standard(metadata, None, logits.clone(), sampling).sampled_token_ids
     lambda_inf = csd_sampler({"lam": "inf"}, gamma)(metadata, None, logits.clone(), sampling).sampled_token_ids
 
@@ -145,6 +157,7 @@ def measure_csd(
         "vllm_standard_ms": timed(standard),
         "csd_frozen_memory_ms": timed(frozen),
         "csd_online_ms": timed(online),
+        "csd_online_4_tenants_ms": timed(spread),  # rows of 4 tenants: 4 memories read, 4 learn
         "clone_ms": median_ms(logits.clone, repeats),
     }
     results["csd_extra_ms"] = results["csd_online_ms"] - results["vllm_standard_ms"]

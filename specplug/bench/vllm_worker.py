@@ -71,9 +71,11 @@ def _run(
     from vllm.sampling_params import StructuredOutputsParams
 
     def params(index: int) -> SamplingParams:
-        # Every arm gets the same parameters; a request's tools ride in extra_args (only ToolSpec reads them).
+        # Every arm gets the same parameters; a request's tools ride in extra_args (only ToolSpec reads them), and
+        # every request belongs to the tenant "bench" (named by the operator's own code: the memories learn there).
         request_tools = tools[index] if tools else None
         extra = {"toolspec": {"tools": request_tools, "tenant": "bench"}} if request_tools else None
+        extra = extra or {"specplug": {"tenant": "bench"}}
         seed = 0 if temperature == 0 else 1000 + index
         schema = constraint_schema(constraint, request_tools) if constraint and request_tools else None
         structured = StructuredOutputsParams(json=schema) if schema is not None else None

@@ -154,8 +154,9 @@ class ReferenceRunner:
                 logits.shape[1] - 1
             )
             target_logits = logits.gather(1, index.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+            options = {"generator": generator, "request_ids": ids}
             result = pm.hook.specplug_verify(
-                verifier=verifier, draft=draft, target_logits=target_logits, options={"generator": generator}
+                verifier=verifier, draft=draft, target_logits=target_logits, options=options
             )
             inputs, valid = _scored_inputs(committed, draft, active)
             if legacy and hasattr(proposer, "observe_verify"):  # drafters that learn from scores
@@ -170,6 +171,8 @@ class ReferenceRunner:
             extra: dict = {"scored": (inputs, target_logits, valid)}
             if getattr(result, "mismatches", None) is not None:
                 extra["mismatches"] = result.mismatches
+            if getattr(result, "mismatch_rows", None) is not None:  # rows of the batch → rows of the announcement
+                extra["mismatch_rows"] = (torch.cumsum(torch.tensor(active), 0) - 1)[result.mismatch_rows]
             pm.hook.specplug_on_step(
                 outcome=StepOutcome(
                     request_ids=[i for i, a in zip(ids, active, strict=True) if a],

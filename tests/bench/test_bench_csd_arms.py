@@ -30,6 +30,7 @@ def test_csd_arms_parse_and_map_to_their_proposer() -> None:
 
     assert speculative_config(cold)["method"] == "ngram" and speculative_config(cold)["num_speculative_tokens"] == 6
     settings = {"method": "csd", "lam": 6, "tau": 0.01, "memory_path": None, "namespace": "default"}
+    settings["tenants"] = "separate"
     assert additional_config(cold) == {"specplug": settings}
     assert additional_config(parse_arm("ngram")) is None
 

@@ -10,19 +10,24 @@ pytestmark = pytest.mark.vllm
 
 
 def test_csd_matches_vllm_at_lambda_inf_and_learns_only_online() -> None:
-    from specplug.bench.overhead import csd_sampler, measure_csd, vllm_batch
+    from specplug.bench.overhead import announce, csd_sampler, measure_csd, vllm_batch
 
     figures = measure_csd(batch=4, gamma=3, vocab=512, pairs=50, repeats=1)
     assert figures["lambda_inf_equals_vllm"] is True and figures["memory_pairs"] == 50
-    assert all(figures[k] > 0 for k in ("vllm_standard_ms", "csd_frozen_memory_ms", "csd_online_ms"))
+    timings = ("vllm_standard_ms", "csd_frozen_memory_ms", "csd_online_ms", "csd_online_4_tenants_ms")
+    assert all(figures[k] > 0 for k in timings)
 
     metadata, logits, sampling = vllm_batch(8, 3, 64, seed=5)
-    online, frozen = csd_sampler({}, 3), csd_sampler({"online": False}, 3)
-    for sampler in (online, frozen):
+    online, frozen = announce(csd_sampler({}, 3), 8), announce(csd_sampler({"online": False}, 3), 8)
+    anonymous = csd_sampler({}, 3)  # rows nobody announced: no tenant, so nothing is learned
+    for sampler in (online, frozen, anonymous):
         sampler(metadata, None, logits.clone(), sampling)
-    # 60% of the drafts agree with the target: the others are rejections the online memory counts (session hook).
-    assert online.session.verifier.memory.observations > 0
-    assert frozen.session.verifier.memory.observations == 0
+    # 60% of the drafts agree with the target: the others are rejections the online memory counts (session hook),
+    # in the tenant's own memory; the calibrated one stays as it was.
+    assert online.session.memory.memory("tenant:tenant-0").observations > 0
+    assert online.session.verifier.memory.observations == 0
+    assert frozen.session.memory.namespaces() == ["default"] and frozen.session.verifier.memory.observations == 0
+    assert anonymous.session.memory.namespaces() == ["default"]
     assert online.session.report()["steps"]["steps"] == 1
 
 

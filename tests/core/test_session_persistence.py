@@ -13,7 +13,7 @@ from specplug.core.csd.bank import CorrectionMemoryBank
 from specplug.core.errors import ConfigError
 from specplug.core.host import MethodSession
 from specplug.core.persist import PeriodicSaver
-from specplug.core.types import StepOutcome
+from specplug.core.types import RequestContext, StepOutcome
 
 
 def _step(session: MethodSession, pairs: list[tuple[int, int]]) -> None:
@@ -22,7 +22,7 @@ def _step(session: MethodSession, pairs: list[tuple[int, int]]) -> None:
             request_ids=["r"],
             num_proposed=torch.tensor([len(pairs)]),
             num_accepted=torch.tensor([0]),
-            extra={"mismatches": torch.tensor(pairs, dtype=torch.int64)},
+            extra={"mismatches": torch.tensor(pairs, dtype=torch.int64), "mismatch_rows": torch.zeros(len(pairs))},
         )
     )
 
@@ -30,11 +30,13 @@ def _step(session: MethodSession, pairs: list[tuple[int, int]]) -> None:
 def test_csd_learns_from_step_announcements_and_saves_at_close(tmp_path: Path) -> None:
     path = tmp_path / "ocm.json"
     session = MethodSession("csd", {"save_path": str(path), "save_interval_s": 0}, engine="test")
+    session.request_started(RequestContext("r", [1], tenant="acme"))
     _step(session, [(5, 7), (5, 7), (1, 2)])
-    assert session.verifier.memory.observations == 3 and not path.exists()  # interval 0: only at close
+    assert session.memory.memory("tenant:acme").observations == 3 and not path.exists()  # interval 0: at close
     session.close()
     session.close()  # idempotent
-    assert CorrectionMemoryBank.load(path).memory("default").observations == 3
+    saved = CorrectionMemoryBank.load(path)
+    assert saved.memory("tenant:acme").observations == 3 and saved.memory("default").observations == 0
 
 
 def test_offline_sessions_do_not_learn(tmp_path: Path) -> None:

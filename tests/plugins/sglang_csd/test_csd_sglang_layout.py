@@ -239,7 +239,8 @@ def test_padding_acceptance_matches_sglang() -> None:
 
 
 def runtime(**config: object) -> CSDRuntime:
-    return CSDRuntime(CSDSettings(config=CSDConfig(**config)))
+    # the layout's mechanics, as a single-tenant deployment runs them (stand-in batches carry no requests)
+    return CSDRuntime(CSDSettings(config=CSDConfig(**{"tenants": "shared", **config})))
 
 
 def calibrate(rt: CSDRuntime, verify: SimpleNamespace, logits: torch.Tensor, greedy_rows: torch.Tensor | None = None):
@@ -281,7 +282,7 @@ def test_a_rescue_extends_the_path_in_sglangs_layout() -> None:
     assert lens.tolist() == [3] and index.tolist() == [[0, 1, 2, -1]]
     assert predict.tolist() == [3, 4, 8, 0]
     assert rt.rescued_tokens == 1 and rt.extra_tokens == 2
-    assert [p.tolist() for p in rt.pending] == [[[3, 5]]]  # the (draft, target) mismatch, not yet learned
+    assert [p.tolist() for p, _ in rt.pending] == [[[3, 5]]]  # the (draft, target) mismatch, not yet learned
     assert len(rt.memory) == 0 and rt.commit() == 1 and rt.memory.top(1) == [(3, 5, 1)]
 
 
@@ -316,7 +317,7 @@ def test_only_greedy_rows_are_calibrated() -> None:
     rt = runtime(lam=1, tau=0.1)
     _, lens, _ = calibrate(rt, verify, logits, greedy_rows=torch.tensor([False, True]))
     assert lens.tolist() == [1, 3]
-    assert rt.calibrated_rows == 1 and sum(len(p) for p in rt.pending) == 1
+    assert rt.calibrated_rows == 1 and sum(len(p) for p, _ in rt.pending) == 1
 
 
 def test_padding_is_never_rescued_nor_learned() -> None:

@@ -24,6 +24,7 @@ import torch
 from specplug.core.csd.bank import CorrectionMemoryBank
 from specplug.core.errors import ConfigError, PatchError
 from specplug.core.hookspecs import hookimpl
+from specplug.core.host import tenant_from_salt
 from specplug.plugins.sglang_csd import verify_hook
 from specplug.plugins.sglang_csd.settings import CONFIG_ENV
 
@@ -130,10 +131,12 @@ def server_args(**overrides: object) -> SimpleNamespace:
     return SimpleNamespace(**{**values, **overrides})
 
 
-def stand_in_req(rid: str = "r1", top_k: int = 1) -> SimpleNamespace:
-    """The fields of SGLang's `Req` the host reads: id, prompt, answer so far, sampling settings, finish reason."""
+def stand_in_req(rid: str = "r1", top_k: int = 1, cache_salt: str | None = None) -> SimpleNamespace:
+    """The fields of SGLang's `Req` the host reads: id, prompt, answer so far, sampling settings, finish reason, and
+    the deployment's per-tenant `cache_salt`."""
     return SimpleNamespace(
         rid=rid,
+        cache_salt=cache_salt,
         origin_input_ids=[7, 9],
         output_ids=[9],
         sampling_params=SimpleNamespace(temperature=0.0 if top_k == 1 else 0.7, top_k=top_k, top_p=1.0),
@@ -201,7 +204,7 @@ def test_a_hook_that_did_not_take_effect_stops_the_start(sglang_stand_ins) -> No
 
 
 def test_worker_calibrates_its_own_verify_calls_and_learns_after_the_step(sglang_stand_ins, single_rank, monkeypatch):
-    monkeypatch.setenv(CONFIG_ENV, json.dumps({"lam": 2, "tau": 0.1}))
+    monkeypatch.setenv(CONFIG_ENV, json.dumps({"lam": 2, "tau": 0.1, "tenants": "shared"}))
     worker = csd_worker()
     assert verify_hook.hook_in_effect()
     assert worker.csd.sync is None and worker.csd.saver is False
@@ -260,6 +263,7 @@ def test_memory_file_is_loaded_and_saved(sglang_stand_ins, single_rank, monkeypa
         "memory_path": str(tmp_path / "calibrated.json"),
         "save_path": str(tmp_path / "learned.json"),
         "save_interval_s": 0.001,
+        "tenants": "shared",
     }
     monkeypatch.setenv(CONFIG_ENV, json.dumps(settings))
     worker = csd_worker()
@@ -353,7 +357,7 @@ def test_worker_reaches_the_method_only_through_the_session(sglang_stand_ins, si
     assert (session.method, session.engine, session.facts["num_speculative_tokens"]) == ("csd_tree", "sglang", 3)
     assert worker.csd.verifier is session.verifier and worker.csd.memory is session.verifier.memory
 
-    req = stand_in_req("r1")
+    req = stand_in_req("r1", cache_salt="team-a")  # a tenant: it learns in a memory of its own
     worker.forward_batch_generation(make_batch(reqs=[req]))
     worker.forward_batch_generation(make_batch(reqs=[req]))
     worker.forward_batch_generation(make_batch("NGRAM", reqs=[req]))  # another algorithm: untouched
@@ -367,8 +371,8 @@ def test_worker_reaches_the_method_only_through_the_session(sglang_stand_ins, si
 
     assert recorder.calls == [
         ("propose", "engine"),  # NGRAM's own drafting, through specplug_propose
+        ("start", "r1", [7, 9], "sglang"),  # before its first verify: its tenant decides the memory it reads
         ("verify", "CalibratedTreeVerifier", [2]),
-        ("start", "r1", [7, 9], "sglang"),
         ("step", ["r1"], [2], [0], [0], [[3, 5]], False),  # not yet rescuable at λ = 2, learned
         ("propose", "engine"),
         ("verify", "CalibratedTreeVerifier", [2]),
@@ -380,7 +384,9 @@ def test_worker_reaches_the_method_only_through_the_session(sglang_stand_ins, si
         ("close", "csd_tree"),
     ]
     assert worker.drafted == ["CSD", "CSD", "NGRAM", "CSD"]  # NGRAM's drafting itself ran unchanged
-    assert worker.csd.memory.top(1) == [(3, 5, 2)]  # learned from the two announced steps only
+    tenant = session.memory.memory("tenant:" + tenant_from_salt("team-a"))
+    assert tenant.top(1) == [(3, 5, 2)]  # learned from the two announced steps only, in the tenant's memory
+    assert len(worker.csd.memory) == 0  # the calibrated (here empty) memory is read-only while serving
     steps = session.report()["steps"]
     assert (steps["steps"], steps["proposed"], steps["accepted"], steps["rescued"]) == (2, 4, 2, 1)
     assert (steps["requests_started"], steps["requests_finished"]) == (1, 1)

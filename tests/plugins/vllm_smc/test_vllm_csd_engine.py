@@ -23,6 +23,8 @@ if __name__ == "__main__":
     from specplug.assets import resolve_model
     from specplug.plugins.vllm_smc.rpc import csd_rpc
     extra = json.loads(sys.argv[1])
+    def greedy(n):  # every request of the tenant "probe", named by the operator's code: CSD learns in its memory
+        return SamplingParams(temperature=0, max_tokens=n, extra_args={"specplug": {"tenant": "probe"}})
     llm = LLM(model=str(resolve_model("smollm2-135m")), dtype="float32", enforce_eager=True, max_model_len=768,
               max_num_seqs=4, seed=0, async_scheduling=False, enable_prefix_caching=False, disable_log_stats=False,
               speculative_config={"method": "ngram", "num_speculative_tokens": 6, "prompt_lookup_min": 2,
@@ -33,7 +35,7 @@ if __name__ == "__main__":
                "List the first ten prime numbers, separated by commas, and then list them again in reverse order.",
                "Repeat this sentence three times: the quick brown fox jumps over the lazy dog.",
                "Explain what a hash map is and give a short Python example that counts words."]
-    outs = llm.chat([[{"role": "user", "content": p}] for p in prompts], SamplingParams(temperature=0, max_tokens=48))
+    outs = llm.chat([[{"role": "user", "content": p}] for p in prompts], greedy(48))
     metrics = {m.name.removesuffix("_total"): m.value for m in llm.get_metrics() if hasattr(m, "value")}
     save = os.environ.get("PROBE_SAVE")
     after = llm.collective_rpc(csd_rpc, args=("save", save) if save else ("report",))[0]
@@ -43,7 +45,7 @@ if __name__ == "__main__":
             f.write(open(save).read()[:-30])
         reload = llm.collective_rpc(csd_rpc, args=("load", save + ".bad"))[0]
         reload["served_after"] = len(llm.chat([[{"role": "user", "content": prompts[0]}]],
-                                              SamplingParams(temperature=0, max_tokens=8))[0].outputs[0].token_ids)
+                                              greedy(8))[0].outputs[0].token_ids)
         reload["good"] = llm.collective_rpc(csd_rpc, args=("load", save))[0]["loaded"]
     print("RESULT " + json.dumps({"tokens": [list(o.outputs[0].token_ids) for o in outs], "before": before,
                                   "after": after, "accepted": metrics.get("vllm:spec_decode_num_accepted_tokens"),
@@ -79,7 +81,8 @@ def test_csd_inside_vllm_cpu(tmp_path: Path) -> None:
     stats = exact["after"]["stats"]
     assert stats["rescued"] == 0 and stats["fallback_steps"] == 0
     assert stats["accepted"] == exact["accepted"] == standard["accepted"]
-    assert 0 < exact["after"]["memory"]["default"]["observations"] <= stats["drafts"]
+    assert 0 < exact["after"]["memory"]["tenant:probe"]["observations"] <= stats["drafts"]
+    assert exact["after"]["memory"]["default"]["observations"] == 0  # the calibrated memory: read-only serving
 
     saved = tmp_path / "ocm.json"
     rc, loose, err = _run(tmp_path, {"method": "csd", "lam": 1, "tau": 0.01}, {"PROBE_SAVE": str(saved)})
@@ -93,7 +96,7 @@ def test_csd_inside_vllm_cpu(tmp_path: Path) -> None:
     assert loose["reload"]["loaded"] is False and "truncated or corrupt" in loose["reload"]["error"]
     assert loose["reload"]["served_after"] == 8 and loose["reload"]["good"] is True
     bank = CorrectionMemoryBank.load(saved)
-    assert bank.memory("default").observations == loose["after"]["memory"]["default"]["observations"] > 0
+    assert bank.memory("tenant:probe").observations == loose["after"]["memory"]["tenant:probe"]["observations"] > 0
 
     corrupt = tmp_path / "corrupt.json"
     corrupt.write_bytes(saved.read_bytes()[:-40])

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.vllm
 
 
 def test_lambda_infinity_equals_vllm_and_csd_equals_the_core_verifier() -> None:
-    from specplug.bench.overhead import csd_sampler, measure_csd, vllm_batch
+    from specplug.bench.overhead import announce, csd_sampler, measure_csd, vllm_batch
     from specplug.core.csd.config import CSDConfig
     from specplug.core.csd.memory import CorrectionMemory
     from specplug.core.csd.verifier import CalibratedChainVerifier
@@ -34,7 +34,8 @@ def test_lambda_infinity_equals_vllm_and_csd_equals_the_core_verifier() -> None:
     core = CalibratedChainVerifier(seeded(CorrectionMemory()), config).verify(
         DraftBatch(tokens, torch.full((batch,), gamma)), grid
     )
-    sampler = csd_sampler({"lam": 2, "tau": 0.05}, gamma)  # the vLLM host's verifier slot and CSD session
+    # the vLLM host's verifier slot and CSD session; the rows' requests announced as one tenant's
+    sampler = announce(csd_sampler({"lam": 2, "tau": 0.05}, gamma), batch)
     bank = sampler.session.memory
     seeded(bank.memory())
     got = sampler(metadata, None, logits.clone(), sampling).sampled_token_ids
@@ -42,4 +43,6 @@ def test_lambda_infinity_equals_vllm_and_csd_equals_the_core_verifier() -> None:
     stats = counters(sampler.session)  # counted by the metrics hook from the slot's step announcement
     assert stats.rescued == int(core.num_rescued.sum()) > 0
     assert stats.accepted == int(core.num_accepted.sum())
-    assert bank.memory().observations == core.mismatches.shape[0] + int((tokens != best).sum() + 1) // 2
+    # the step's mismatches went to the tenant's own memory; the calibrated memory kept only what it was given
+    assert bank.memory("tenant:tenant-0").observations == core.mismatches.shape[0]
+    assert bank.memory().observations == int((tokens != best).sum() + 1) // 2

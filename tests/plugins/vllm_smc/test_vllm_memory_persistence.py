@@ -78,7 +78,7 @@ def test_csd_memory_is_saved_at_shutdown(tmp_path: Path) -> None:
         {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_min": 2, "prompt_lookup_max": 4},
         {"method": "csd", "lam": "inf", "save_path": str(saved), "save_interval_s": 3600},
     )
-    assert CorrectionMemoryBank.load(saved).memory("default").observations > 0
+    assert CorrectionMemoryBank.load(saved).memory("tenant:ops").observations > 0  # the operator-named tenant's
 
 
 SERVED = {
@@ -94,6 +94,7 @@ SERVED = {
 def test_memory_is_saved_when_the_server_gets_sigterm(tmp_path: Path, method: str) -> None:
     from specplug.assets import resolve_model
     from specplug.core.csd.bank import CorrectionMemoryBank
+    from specplug.core.host import tenant_from_salt
     from specplug.core.toolspec.memory import InvocationMemoryBank
 
     saved = tmp_path / f"{method}.json"
@@ -128,4 +129,5 @@ def test_memory_is_saved_when_the_server_gets_sigterm(tmp_path: Path, method: st
     if method == "toolspec":
         assert InvocationMemoryBank.load(saved).summary()["answers"] == 2, log[-4000:]
     else:
-        assert CorrectionMemoryBank.load(saved).memory("default").observations > 0
+        tenant = "tenant:" + tenant_from_salt("tenant-ops")  # the tenant the deployment's cache_salt names
+        assert CorrectionMemoryBank.load(saved).memory(tenant).observations > 0
