@@ -134,6 +134,7 @@ class Verifier(Protocol):
     """Decides which draft tokens to keep given the target's logits at every draft position plus one.
 
     target_logits: [B, K+1, V] — position j scores the token after draft prefix of length j.
+    Hosts also pass `request_ids` (the request of each row), so a verifier with per-tenant state can find it.
     """
 
     def verify(self, draft: DraftBatch, target_logits: torch.Tensor, **kwargs: Any) -> VerifyResult: ...
