@@ -44,7 +44,7 @@ from specplug.core.toolspec.config import ToolSpecConfig
 from specplug.core.toolspec.formats import resolve_format
 from specplug.core.toolspec.grammar import CallTracker, tool_call_grammar, vocabulary
 from specplug.core.toolspec.memory import InvocationMemoryBank
-from specplug.core.toolspec.retrieval import SuffixDraft, SuffixParams, SuffixTrees, own_match
+from specplug.core.toolspec.retrieval import SuffixParams, SuffixTrees, own_match
 from specplug.core.types import PAD_TOKEN, DraftBatch, RequestContext
 
 Retrieved = tuple[list[int], str, "list[float] | None"]  # (tokens, source, cumulative probabilities or None)
@@ -60,6 +60,7 @@ class _Request:
     output: list[int] = field(default_factory=list)
     own: SuffixTrees | None = None  # suffix retrieval: a tree of its own prompt and answer (no global tree)
     own_key: int = 0
+    own_fed: int = 0  # answer tokens its private tree has (fed when drafted from: a tenant's request rarely is)
     fed: int = 0  # answer tokens the suffix trees have
     slot: tuple[InvocationMemoryBank, int] | None = None  # (bank, key): open in its tenant's suffix trees
 
@@ -329,8 +330,9 @@ class ToolSpecDrafter:
         return request
 
     def _feed(self, request: _Request) -> None:
-        """Give the suffix trees the answer tokens committed since last time (engines only append; an answer that
-        shrank rebuilds the request's trees)."""
+        """Give the request's tenant trees the answer tokens committed since last time (engines only append; an
+        answer that shrank rebuilds the request's trees). Its private tree catches up when drafted from
+        (`_own_tree`)."""
         assert request.own is not None
         if len(request.output) < request.fed:
             _open_own(request, request.own.params)
@@ -339,10 +341,18 @@ class ToolSpecDrafter:
             request.slot, request.fed = None, 0
         fresh = request.output[request.fed :]
         if fresh:
-            request.own.extend(request.own_key, fresh)
             if request.slot is not None and request.slot[0] is self.bank:
                 self.bank.extend_request(request.tenant, request.slot[1], fresh)
             request.fed = len(request.output)
+
+    def _own_tree(self, request: _Request) -> SuffixTrees:
+        """The request's private tree of its prompt and answer so far."""
+        assert request.own is not None
+        fresh = request.output[request.own_fed :]
+        if fresh:
+            request.own.extend(request.own_key, fresh)
+            request.own_fed = len(request.output)
+        return request.own
 
     def _tenant_key(self, request: _Request) -> int | None:
         """The request's key in its tenant's suffix trees; None for a request that shares nothing, or while neither
@@ -440,13 +450,16 @@ class ToolSpecDrafter:
 
     def _suffix_drafts(self, request: _Request, sequence: list[int], room: int) -> list[Retrieved]:
         """vLLM's suffix draft over the request's own tree and its tenant's global tree (the own tree on a tie, as
-        SuffixDecodingCache decides), then the own tree's draft alone."""
+        SuffixDecodingCache decides), then the own tree's draft alone. A request open in its tenant's trees has its
+        own tree there too: both drafts come from that one cache, no lookup in its private one."""
         assert request.own is not None
-        own = request.own.speculate(request.own_key, sequence, room)
         key = self._tenant_key(request)
-        both: SuffixDraft | None = None
-        if key is not None:
-            both = self.bank.speculate(request.tenant, key, sequence, room)
+        each = None if key is None else self.bank.speculate_each(request.tenant, key, sequence, room)
+        if each is not None:
+            own, both = each
+        else:
+            own = self._own_tree(request).speculate(request.own_key, sequence, room)
+            both = None if key is None else self.bank.speculate(request.tenant, key, sequence, room)
         if both is None or both.score <= own.score:  # the tenant's trees chose the request's own tree
             return [(own.tokens, "context", own.probs)]
         return [(both.tokens, "memory", both.probs), (own.tokens, "context", own.probs)]
@@ -537,7 +550,7 @@ def _cap(matched: int, factor: float) -> int:
 def _open_own(request: _Request, params: SuffixParams) -> None:
     """A fresh suffix tree of the request's prompt alone (a private cache: nothing of it outlives the request)."""
     request.own = SuffixTrees(params, shared=False)
-    request.own_key = request.own.open(request.prompt)
+    request.own_key, request.own_fed = request.own.open(request.prompt), 0
 
 
 def _trie(chains: Sequence[Sequence[int]], budget: int) -> tuple[list[int], list[int]]:

@@ -218,6 +218,13 @@ class InvocationMemoryBank:
         with self._lock:
             return self._trees(tenant).speculate(key, context, max_tokens)
 
+    def speculate_each(
+        self, tenant: str, key: int, context: Sequence[int], max_tokens: int
+    ) -> tuple[SuffixDraft, SuffixDraft] | None:
+        """(own tree's draft, global tree's draft) of an open request (`SuffixTrees.speculate_each`), or None."""
+        with self._lock:
+            return self._trees(tenant).speculate_each(key, context, max_tokens)
+
     def discard_request(self, tenant: str, key: int) -> None:
         """Close an open request whose answer is not remembered (out of the global tree too)."""
         with self._lock:

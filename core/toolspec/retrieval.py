@@ -120,11 +120,32 @@ class SuffixTrees:
         draft: Any = self.cache.speculate(
             key, pattern, max_spec_tokens=max_tokens, max_spec_factor=p.factor, min_token_prob=p.min_prob
         )
-        return SuffixDraft(list(draft.token_ids), float(draft.score), int(draft.match_len), list(draft.probs))
+        return _draft(draft)
+
+    def speculate_each(
+        self, key: int, context: Sequence[int], max_tokens: int
+    ) -> tuple[SuffixDraft, SuffixDraft] | None:
+        """(the request's own tree's draft, the global tree's draft) from this one cache — what `speculate` picks
+        between, with its source — or None where the installed arctic-inference does not expose its trees (the
+        version `scripts/install-suffix.sh` pins does). One request's own tree here equals its private cache's, so
+        a tenant's request needs no second cache lookup."""
+        cache = self.cache
+        local = getattr(cache, "_local_trees", {}).get(key)
+        shared = getattr(cache, "_global_tree", None)
+        if local is None or shared is None:
+            return None
+        p = self.params
+        pattern = [int(t) for t in context[-p.depth :]]
+        args = (pattern, max_tokens, p.factor, 0.0, p.min_prob, False)
+        return _draft(type(local).speculate(local, *args)), _draft(type(shared).speculate(shared, *args))
 
     def _key(self) -> int:
         key, self._next_key = self._next_key, self._next_key + 1
         return key
+
+
+def _draft(native: Any) -> SuffixDraft:
+    return SuffixDraft(list(native.token_ids), float(native.score), int(native.match_len), list(native.probs))
 
 
 def own_match(sequence: Sequence[int], n_min: int, n_max: int, k: int) -> tuple[int, list[int]]:

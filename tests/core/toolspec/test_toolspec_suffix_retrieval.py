@@ -49,8 +49,15 @@ def _sequences(seed: int) -> list[tuple[list[int], list[int]]]:
     return [(text(6), text(8)) for _ in range(6)]
 
 
+@pytest.mark.parametrize("trees", ["one cache", "two caches"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_drafts_equal_suffix_decoding_cache_speculate_on_the_same_trees(smollm2_tokenizer, seed: int) -> None:
+def test_drafts_equal_suffix_decoding_cache_speculate_on_the_same_trees(
+    smollm2_tokenizer, monkeypatch, seed: int, trees: str
+) -> None:
+    """ "one cache": a tenant's request drafts from its tenant's cache alone (its own tree is there too); "two
+    caches": the path for an arctic-inference whose trees are not exposed (its private cache, then the tenant's)."""
+    if trees == "two caches":
+        monkeypatch.setattr(retrieval.SuffixTrees, "speculate_each", lambda *a, **k: None)
     drafter = _drafter(smollm2_tokenizer)
     assert drafter.suffix is not None and drafter.bank.suffix is not None
     reference = suffix_decoding.SuffixDecodingCache(max_tree_depth=24, max_cached_requests=-1)
@@ -73,7 +80,12 @@ def test_drafts_equal_suffix_decoding_cache_speculate_on_the_same_trees(smollm2_
     assert checked > 10 and adaptive > 5  # drafts were made, and their length followed the match
 
 
-def test_an_earlier_answer_drafts_as_memory_and_the_own_prompt_as_context(smollm2_tokenizer) -> None:
+@pytest.mark.parametrize("trees", ["one cache", "two caches"])
+def test_an_earlier_answer_drafts_as_memory_and_the_own_prompt_as_context(
+    smollm2_tokenizer, monkeypatch, trees: str
+) -> None:
+    if trees == "two caches":
+        monkeypatch.setattr(retrieval.SuffixTrees, "speculate_each", lambda *a, **k: None)
     drafter = _drafter(smollm2_tokenizer)
     prompt, answer = [1, 2, 3], [50, 51, 52, 53, 54, 55, 56, 57, 58, 59]
     _serve(drafter, "a", prompt, answer, "t")
