@@ -21,6 +21,7 @@ most `memory_max_tenants` tenants, a new one refused (its requests share nothing
 forced tokens are certain and a chain may alternate forced spans and retrieved tails deep into the call; it ends
 where the estimated probability (suffix trees' path probabilities, multiplied across tails) that every retrieved
 token in it is right falls below this value, since every drafted position is verified and grammar-masked (0: no cap).
+0.4 from a replay of the target's answers to held-out prompts (`scripts/toolspec_replay.py`).
 `constrained_layout`: how the drafter expects such JSON to be spaced. "dumps" forces `json.dumps` spacing (`[{"name":
 "` in one span) until the answer departs from it, then follows any whitespace; "any" follows any whitespace from
 the start (forces less, wastes nothing on a model that spaces otherwise: SmolLM2 writes `[\n{\n"name": …`);
@@ -69,7 +70,7 @@ class ToolSpecConfig:
     suffix_max_tree_depth: int = 24  # vLLM's suffix_decoding_max_tree_depth
     suffix_max_spec_factor: float = 1.0  # draft at most this × the match length (vLLM's default)
     suffix_min_token_prob: float = 0.1  # stop where a token's estimated probability falls below (vLLM's default)
-    constrained_min_confidence: float = 0.1  # engine-constrained answers: a chain ends where all its guesses' odds do
+    constrained_min_confidence: float = 0.4  # engine-constrained answers: a chain ends where all its guesses' odds do
     constrained_layout: str = "auto"  # "dumps", "any" whitespace, or "auto": "any" once a tenant's answer left "dumps"
 
     def __post_init__(self) -> None:
