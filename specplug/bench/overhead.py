@@ -260,8 +260,8 @@ def measure_toolspec(batch: int = 16, k: int = 24, skip: int = 0, repeats: int =
                 out = ngram.propose(k, sampled, lengths, token_ids)
             drafted["vllm_ngram"] += sum(len(d) for d in out)
             with laps["toolspec"].lap():
-                for r in live:
-                    drafted["toolspec"] += len(drafter.draft(f"{rep}-{r}", token_ids[r, : lengths[r]].tolist(), k))
+                for r in live:  # views of the token buffer, as vLLM's slot hands them (`accepts_arrays`)
+                    drafted["toolspec"] += len(drafter.draft(f"{rep}-{r}", token_ids[r, : lengths[r]], k))
             if suffix is not None:
                 # A request's first step hands the proposer its prompt's last token, as vLLM does after prefill.
                 inputs = _suffix_batch(req_ids, prompts, token_ids, lengths)
