@@ -150,3 +150,41 @@ def test_free_text_shortcut_forces_what_the_matcher_forces(any_tokenizer, fmt_na
         assert forced == list(tracker._matcher.compute_ff_tokens())
         shortcuts += tracker._matcher.is_accepting()
     assert shortcuts >= 5  # the prose before, between and after the calls took the shortcut
+
+
+def test_requests_with_one_tool_set_share_a_compilation_but_never_a_matcher_state(smollm2_tokenizer) -> None:
+    """The grammar is compiled once per tool set (requests start from copies): a request that advanced leaves the
+    next one at the start, and what each forces equals a tracker over a fresh compilation."""
+    from specplug.core.toolspec import grammar as g
+    from specplug.core.toolspec.formats import FORMATS
+
+    fmt = FORMATS["hermes"]
+    ids = smollm2_tokenizer.encode(_answer(fmt), add_special_tokens=False)
+    g._MATCHERS.clear()
+    first = _tracker(smollm2_tokenizer, fmt)
+    assert len(g._MATCHERS) == 1
+    first.advance(ids[:12])
+    second = _tracker(smollm2_tokenizer, fmt)
+    assert len(g._MATCHERS) == 1  # no second compilation for the same tools
+    g._MATCHERS.clear()
+    fresh = _tracker(smollm2_tokenizer, fmt)
+    for i in (0, 5, 12, 20):
+        second.advance(ids[:i])
+        fresh.advance(ids[:i])
+        assert second.forced() == fresh.forced(), i
+        assert second.legal_prefix(ids[i:]) == fresh.legal_prefix(ids[i:]) == len(ids) - i
+    first.advance(ids[:20])
+    assert first.legal_prefix(ids[20:]) == len(ids) - 20
+
+
+def test_the_compiled_grammar_cache_is_bounded(smollm2_tokenizer, monkeypatch) -> None:
+    from specplug.core.toolspec import grammar as g
+    from specplug.core.toolspec.formats import FORMATS
+
+    monkeypatch.setattr(g, "_MATCHERS_MAX", 2)
+    g._MATCHERS.clear()
+    fmt = FORMATS["hermes"]
+    for name in ("a_tool", "b_tool", "c_tool"):
+        tools = [{"type": "function", "function": {"name": name, "parameters": {"type": "object", "properties": {}}}}]
+        _tracker(smollm2_tokenizer, fmt, tools)
+    assert len(g._MATCHERS) == 2
