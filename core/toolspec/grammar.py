@@ -294,10 +294,10 @@ def compiled_matcher(ll_tokenizer: Any, grammar: str) -> Any:
     Raises ConfigError for a grammar llguidance refuses."""
     from llguidance import LLMatcher
 
-    key = (id(ll_tokenizer), grammar)
+    key = (id(ll_tokenizer), grammar)  # unique while cached: the entry keeps its tokenizer alive
     with _MATCHERS_LOCK:
         cached = _MATCHERS.get(key)
-        if cached is not None and cached[0] is ll_tokenizer:
+        if cached is not None:
             _MATCHERS.move_to_end(key)
             return cached[1].deep_copy()
     matcher = LLMatcher(ll_tokenizer, grammar, log_level=0)

@@ -116,9 +116,8 @@ class SuffixTrees:
         """The best continuation of `context` from the request's own tree or the global tree, as vLLM's suffix
         method drafts it (the last `depth` tokens are the pattern)."""
         p = self.params
-        pattern = [int(t) for t in context[-p.depth :]]
         draft: Any = self.cache.speculate(
-            key, pattern, max_spec_tokens=max_tokens, max_spec_factor=p.factor, min_token_prob=p.min_prob
+            key, self._pattern(context), max_spec_tokens=max_tokens, max_spec_factor=p.factor, min_token_prob=p.min_prob
         )
         return _draft(draft)
 
@@ -135,9 +134,12 @@ class SuffixTrees:
         if local is None or shared is None:
             return None
         p = self.params
-        pattern = [int(t) for t in context[-p.depth :]]
-        args = (pattern, max_tokens, p.factor, 0.0, p.min_prob, False)
+        args = (self._pattern(context), max_tokens, p.factor, 0.0, p.min_prob, False)
         return _draft(type(local).speculate(local, *args)), _draft(type(shared).speculate(shared, *args))
+
+    def _pattern(self, context: Sequence[int]) -> list[int]:
+        """What a lookup matches: the context's last `depth` tokens, as Python ints."""
+        return [int(t) for t in context[-self.params.depth :]]
 
     def _key(self) -> int:
         key, self._next_key = self._next_key, self._next_key + 1
